@@ -1,0 +1,125 @@
+"""The metrics collector: a PULL socket that writes each node's per-round records to metrics.jsonl.
+
+Used inside `mcepl launch` and alone as `mcepl collect` (nodes on separate machines). Every line
+is flushed as it arrives, so a crash or Ctrl-C never loses what was already received.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mcepl.protocol import ControlMessage, ProtocolError, decode_message
+
+log = logging.getLogger("mcepl.collector")
+
+
+@dataclass
+class NodeStatus:
+    round: int = -1
+    test_acc: float | None = None
+    bytes_sent: int = 0
+    done: bool = False
+    status: str = ""
+    reason: str = ""
+
+
+@dataclass
+class CollectorState:
+    nodes: dict[int, NodeStatus] = field(default_factory=dict)
+    dropped: int = 0
+
+    def min_round(self) -> int:
+        return min((s.round for s in self.nodes.values()), default=-1)
+
+    def mean_latest_acc(self) -> float | None:
+        accs = [s.test_acc for s in self.nodes.values() if s.test_acc is not None]
+        return sum(accs) / len(accs) if accs else None
+
+    def total_bytes(self) -> int:
+        return sum(s.bytes_sent for s in self.nodes.values())
+
+    def all_done(self) -> bool:
+        return all(s.done for s in self.nodes.values())
+
+    def failures(self) -> dict[int, str]:
+        return {i: s.reason for i, s in self.nodes.items() if s.done and s.status != "ok"}
+
+
+class Collector:
+    """Binds a PULL socket and appends validated metrics records to `<run_dir>/metrics.jsonl`."""
+
+    def __init__(self, run_dir: Path, run_id: str, num_nodes: int,
+                 bind: str = "tcp://127.0.0.1:*") -> None:
+        self.run_id = run_id
+        self.zctx = zmq.Context()
+        self.sock = self.zctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self.sock.bind(bind)
+        except zmq.ZMQError as exc:
+            self.zctx.destroy(linger=0)
+            raise RuntimeError(f"collector: cannot bind {bind}: {exc}") from None
+        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.state = CollectorState({i: NodeStatus() for i in range(num_nodes)})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "metrics.jsonl"
+        self.out = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
+
+    def poll(self, timeout_ms: int) -> int:
+        """Handle everything that arrives within `timeout_ms`; returns the number of records."""
+        n = 0
+        if not self.sock.poll(timeout_ms):
+            return 0
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            n += self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> int:
+        try:
+            msg = decode_message(frames, run_id=self.run_id)
+        except ProtocolError as exc:
+            self.state.dropped += 1
+            log.warning("collector: dropped a message: %s", exc)
+            return 0
+        st = self.state.nodes.get(msg.sender)
+        if not isinstance(msg, ControlMessage) or st is None:
+            self.state.dropped += 1
+            return 0
+        if msg.type == "bye":
+            st.done, st.status = True, str(msg.body.get("status", ""))
+            st.reason = str(msg.body.get("reason", ""))
+            return 0
+        if msg.type != "metrics":
+            self.state.dropped += 1
+            return 0
+        rec: dict[str, Any] = dict(msg.body["record"])
+        if rec.get("node") != msg.sender or not isinstance(rec.get("round"), int):
+            self.state.dropped += 1
+            return 0
+        st.round = max(st.round, rec["round"])
+        st.bytes_sent += int(rec.get("bytes_sent", 0))
+        if isinstance(rec.get("test_acc"), float):
+            st.test_acc = rec["test_acc"]
+        self.out.write(json.dumps(_json_safe(rec), sort_keys=True) + "\n")
+        return 1
+
+    def close(self) -> None:
+        self.out.close()
+        self.sock.close()
+        self.zctx.term()
+
+
+def _json_safe(rec: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: write null instead."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in rec.items()}

@@ -1,0 +1,126 @@
+"""`mcepl launch`: start one node process per topology entry on this machine and gather metrics.
+
+Creates the run directory (config.toml, topology.json, metrics.jsonl, summary.json, plots, logs/),
+shows progress, stops every child on Ctrl-C or as soon as one fails, and exits non-zero with
+that node's error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcepl.config import Config, dump_toml
+from mcepl.launcher.collector import Collector
+from mcepl.launcher.progress import Progress
+from mcepl.launcher.report import format_summary, write_report
+from mcepl.node.factory import default_run_id
+from mcepl.topology import Topology, save_topology
+
+
+class LaunchError(RuntimeError):
+    """A node (or the launcher itself) failed; the message says which and why."""
+
+
+@dataclass
+class LaunchResult:
+    run_dir: Path
+    summary: dict
+    wall_s: float
+
+
+def node_command(i: int, run_dir: Path, collector: str, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "mcepl.node.main", "--topology", str(run_dir / "topology.json"),
+            "--config", str(run_dir / "config.toml"), "--id", str(i), "--collector", collector,
+            "--run-id", run_id]
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if "error:" in ln]
+    return (errors or lines or [""])[-1]
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
+           run_id: str | None = None) -> LaunchResult:
+    """Run the whole network locally; returns the summary, raises LaunchError on a node failure."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.jsonl").exists():
+        raise LaunchError(f"{run_dir} already holds a run (metrics.jsonl); choose another --out")
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dump_toml(cfg))
+    save_topology(topo, run_dir / "topology.json")
+    run_id = run_id or default_run_id(cfg, topo)
+    collector = Collector(run_dir, run_id, topo.num_nodes)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
+    procs: list[subprocess.Popen] = []
+    logs = []
+    t0 = time.perf_counter()
+    progress = Progress(cfg.run.rounds, topo.num_nodes, enabled=not quiet)
+    failure: str | None = None
+    try:
+        for n in topo.nodes:
+            log = open(run_dir / "logs" / f"node-{n.id}.log", "w")  # noqa: SIM115
+            logs.append(log)
+            procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id),
+                                          stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True))
+        with progress:
+            while True:
+                collector.poll(200)
+                progress.update(collector.state)
+                failed = collector.state.failures()
+                codes = [p.poll() for p in procs]
+                bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
+                if failed or bad:
+                    i = min(failed) if failed else bad[0]
+                    why = failed.get(i) or _last_line(run_dir / "logs" / f"node-{i}.log")
+                    code = codes[i]
+                    failure = (f"node {i} failed" + (f" (exit {code})" if code else "")
+                               + f": {why}  [log: {run_dir / 'logs' / f'node-{i}.log'}]")
+                    break
+                if all(c == 0 for c in codes):
+                    deadline = time.monotonic() + 5.0
+                    while not collector.state.all_done() and time.monotonic() < deadline:
+                        collector.poll(200)
+                    progress.update(collector.state)
+                    break
+    except KeyboardInterrupt:
+        failure = "interrupted (Ctrl-C); metrics received so far are in metrics.jsonl"
+    finally:
+        _stop(procs)
+        collector.poll(100)
+        collector.close()
+        for log in logs:
+            log.close()
+    wall = time.perf_counter() - t0
+    extra = {"algorithm": cfg.algorithm.name, "wall_s": wall, "run_id": run_id,
+             "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok"}
+    summary = write_report(run_dir, extra) if (run_dir / "metrics.jsonl").stat().st_size else {}
+    if failure:
+        raise LaunchError(failure)
+    if not quiet:
+        print(format_summary(summary))
+        print(f"run directory: {run_dir}")
+    return LaunchResult(run_dir, summary, wall)

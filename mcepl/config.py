@@ -1,0 +1,248 @@
+"""The experiment config (TOML): data, model, algorithm and run sections, strictly validated.
+
+Unknown keys and wrongly typed values are errors that name the file, section and key. The
+algorithm section's keys are checked against the chosen algorithm's own `Params` dataclass, so
+each algorithm declares its hyper-parameters (and the paper's defaults) in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config problem, in one line that names the file and key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    download: bool = True
+    partition: str = "labels"
+    labels_per_node: int = 4
+    labels_file: str | None = None
+    alpha: float = 0.5
+    train_fraction: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small-cnn"
+    weight_init: str = "default"
+    logit_elu: bool = False
+
+
+@dataclass
+class RunConfig:
+    rounds: int = 300
+    seed: int = 0
+    eval_every: int = 25
+    device: str = "cpu"
+    threads_per_node: int = 1
+    eval_batch_size: int = 1000
+    round_timeout_s: float = 120.0
+    connect_timeout_s: float = 60.0
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "mcepl"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fully resolved, TOML/JSON-friendly form (algorithm defaults filled in)."""
+        algo = {"name": self.algorithm.name, **self.algorithm.params}
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "algorithm": algo,
+            "run": dataclasses.asdict(self.run),
+        }
+
+    def hash(self) -> str:
+        """Stable digest peers compare in the handshake: same config, same hash, anywhere."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some keys changed, re-validated (CLI flags use this)."""
+        d = self.to_dict()
+        for section, values in sections.items():
+            new_name = values.get("name") if section == "algorithm" else None
+            if new_name is not None and new_name != d["algorithm"]["name"]:
+                d["algorithm"] = {"name": values["name"]}  # other defaults belong to the new one
+            d[section].update({k: v for k, v in values.items() if v is not None})
+        return config_from_dict(d, source="<overrides>")
+
+
+def _allowed_types(tp: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(tp):
+            out += _allowed_types(arg)
+        return out
+    if origin is not None:
+        return (origin,)
+    if tp is float:
+        return (float, int)
+    return (tp,)
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass `cls` from `values`, naming `where` + key in every error."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, val in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(names))})")
+        allowed = _allowed_types(hints[key])
+        if val is None and type(None) in allowed:
+            kwargs[key] = None
+            continue
+        if isinstance(val, bool) and bool not in allowed:
+            raise ConfigError(f"{where}.{key}: expected {_type_names(allowed)}, got a boolean")
+        if not isinstance(val, allowed):
+            raise ConfigError(f"{where}.{key}: expected {_type_names(allowed)}, "
+                              f"got {type(val).__name__} {val!r}")
+        if float in allowed and isinstance(val, int):
+            val = float(val)  # TOML writes 1 for 1.0; keep the declared type
+        kwargs[key] = val
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{exc}") from None
+    return obj
+
+
+def _type_names(allowed: tuple[type, ...]) -> str:
+    return " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
+
+
+def _check_choice(where: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML document into a Config."""
+    from mcepl.node.algorithms import ALGORITHMS
+    from mcepl.node.data import KNOWN_DATASETS as DATASETS
+    from mcepl.node.data import PARTITIONS
+    from mcepl.node.models import MODELS, WEIGHT_INITS
+
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a TOML document")
+    known = {"data", "model", "algorithm", "run"}
+    for key in d:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown section [{key}] "
+                              f"(known: {', '.join(sorted(known))})")
+    data = build_dataclass(DataConfig, d.get("data", {}), f"{source}: data")
+    model = build_dataclass(ModelConfig, d.get("model", {}), f"{source}: model")
+    run = build_dataclass(RunConfig, d.get("run", {}), f"{source}: run")
+    algo_d = dict(d.get("algorithm", {}))
+    if not isinstance(algo_d, dict):
+        raise ConfigError(f"{source}: [algorithm] must be a table")
+    name = algo_d.pop("name", "mcepl")
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: algorithm.name: expected str")
+    _check_choice(f"{source}: algorithm.name", name, ALGORITHMS)
+    params = build_dataclass(ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
+    algo = AlgorithmConfig(name=name, params=dataclasses.asdict(params))
+
+    _check_choice(f"{source}: data.dataset", data.dataset, DATASETS)
+    _check_choice(f"{source}: data.partition", data.partition, PARTITIONS)
+    _check_choice(f"{source}: model.name", model.name, MODELS)
+    _check_choice(f"{source}: model.weight_init", model.weight_init, WEIGHT_INITS)
+    positive = {
+        "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
+        "run.rounds": run.rounds, "run.eval_every": run.eval_every,
+        "run.threads_per_node": run.threads_per_node, "run.eval_batch_size": run.eval_batch_size,
+        "run.round_timeout_s": run.round_timeout_s, "run.connect_timeout_s": run.connect_timeout_s,
+    }
+    for key, val in positive.items():
+        if val <= 0:
+            raise ConfigError(f"{source}: {key}: must be > 0, got {val}")
+    if not 0.0 < data.train_fraction <= 1.0:
+        raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
+                          f"got {data.train_fraction}")
+    if run.seed < 0:
+        raise ConfigError(f"{source}: run.seed: must be >= 0, got {run.seed}")
+    if not (run.device == "cpu" or run.device == "cuda" or run.device.startswith("cuda:")
+            or run.device == "mps"):
+        raise ConfigError(f"{source}: run.device: {run.device!r} is not cpu, cuda, cuda:N or mps")
+    return Config(data=data, model=model, algorithm=algo, run=run)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML config; None gives the defaults."""
+    if path is None:
+        return config_from_dict({}, source="<defaults>")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return config_from_dict(d, source=str(p))
+
+
+def dump_toml(cfg: Config) -> str:
+    """Write a Config back as TOML (run directories keep the exact config used)."""
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, val in values.items():
+            if val is None:
+                continue  # TOML has no null; absence means the default (None)
+            lines.append(f"{key} = {_toml_value(val)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

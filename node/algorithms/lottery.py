@@ -1,0 +1,102 @@
+"""lottery-dsgd: LotteryFL (Li et al. 2020) made decentralised.
+
+Each node trains w_i ⊙ m_i by SGD (mask starts all ones, pruned entries stay 0) and prunes its
+way towards its own retention r_i, lottery-ticket style. Reading of the open choices:
+
+- Accuracy test: the accuracy on the round's first training minibatch of the model the node
+  starts the round with (the one aggregated last round), measured in the same forward pass as
+  that step's gradient: free, and it is LotteryFL's "accuracy of the received model on local
+  data" with a 128-sample estimate instead of a held-out split.
+- Trigger: that accuracy > `acc_threshold` and some layer still keeps more than its target
+  K = keep_count(n, r_i). At most one pruning event per round.
+- Pruning, after the round's local SGD: per layer still above K, remove `prune_rate` (20%) of the
+  kept entries (at least one) with the smallest |w|, never going below K.
+- Lottery reset: every tensor (masked weights and biases) goes back to the shared initial model,
+  masked by the new mask; that reset ticket is what is sent this round.
+- Aggregation: each kept entry averaged over the nodes of Ñ_i whose mask keeps it (own included,
+  so an entry only this node keeps stays its own); biases plainly over Ñ_i; then re-masked.
+- Sent: the masked weights as a sparse payload (mask + kept values), biases dense.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.weights import (
+    Masks,
+    SparseWeightAlgorithm,
+    WeightParams,
+    Weights,
+    apply_masks,
+    keep_count,
+    keep_top,
+)
+from mcepl.protocol.payload import Payload
+
+
+@dataclass
+class LotteryParams(WeightParams):
+    """Paper lr 0.1; LotteryFL's 20% prune rate; the accuracy threshold is ours (0.5)."""
+
+    lr: float = 0.1
+    acc_threshold: float = 0.5
+    prune_rate: float = 0.2
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.acc_threshold <= 1.0:
+            raise ValueError(f"acc_threshold: must be in [0, 1], got {self.acc_threshold}")
+        if not 0.0 < self.prune_rate < 1.0:
+            raise ValueError(f"prune_rate: must be in (0, 1), got {self.prune_rate}")
+
+
+def lottery_prune(x: Weights, m: Masks, r: float, rate: float) -> tuple[Masks, bool]:
+    """Remove `rate` of each layer's kept entries by |x| (>= 1, never below keep_count(n, r)).
+
+    Returns the new masks and whether anything was pruned.
+    """
+    out, changed = {}, False
+    for n, mask in m.items():
+        count, target = int(mask.sum()), keep_count(mask.numel(), r)
+        if count <= target:
+            out[n] = mask
+            continue
+        keep = max(target, count - max(1, math.floor(rate * count)))
+        scores = x[n].abs().masked_fill(~mask, -1.0)
+        out[n], changed = keep_top(scores, keep), True
+    return out, changed
+
+
+class LotteryDSGD(SparseWeightAlgorithm):
+    """Masked weight SGD, magnitude pruning with lottery resets, partial averaging."""
+
+    name = "lottery-dsgd"
+    Params: ClassVar[type] = LotteryParams
+    state_attrs: ClassVar[tuple[str, ...]] = ("m", "prune_events")
+
+    def __init__(self, ctx: NodeContext, params: LotteryParams) -> None:
+        super().__init__(ctx, params)
+        self.init = {n: t.clone() for n, t in self.x.items()}  # the shared initial model
+        self.prune_events = 0
+
+    def above_target(self) -> bool:
+        r = self.ctx.retention
+        return any(int(m.sum()) > keep_count(m.numel(), r) for m in self.m.values())
+
+    def local_step(self, rnd: int) -> None:
+        self.train()
+        if self.first_acc > self.params.acc_threshold and self.above_target():
+            self.m, changed = lottery_prune(self.x, self.m, self.ctx.retention,
+                                            self.params.prune_rate)
+            if changed:
+                self.x = apply_masks({n: t.clone() for n, t in self.init.items()}, self.m)
+                self.prune_events += 1
+
+    def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
+        self.x = apply_masks(self.partial_average(self.received(msgs)), self.m)
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), "prune_events": float(self.prune_events)}

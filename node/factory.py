@@ -1,0 +1,79 @@
+"""Build one node's pieces from (config, topology, node id): shard, shared model, algorithm.
+
+Both the in-process driver and the networked node call these, which is what makes them agree
+number for number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import torch
+
+from mcepl.config import Config
+from mcepl.node.algorithms import ALGORITHMS, Algorithm, NodeContext
+from mcepl.node.data import Shard, load_all_shards, load_shard, read_label_assignment
+from mcepl.node.models import MaskedModel, build_model
+from mcepl.topology import Topology, dumps_topology
+
+
+def default_run_id(cfg: Config, topo: Topology) -> str:
+    """Nodes started independently with the same two files agree on this id."""
+    digest = hashlib.sha256((cfg.hash() + dumps_topology(topo)).encode()).hexdigest()
+    return f"run-{digest[:12]}"
+
+
+def label_assignment(cfg: Config, topo: Topology) -> list[list[int]] | None:
+    """Labels from the topology file if every node has them, else from data.labels_file."""
+    labels = [n.labels for n in topo.nodes]
+    if all(lab is not None for lab in labels):
+        return [list(lab) for lab in labels]  # type: ignore[arg-type]
+    if cfg.data.labels_file:
+        return read_label_assignment(cfg.data.labels_file, num_nodes=len(topo.nodes))
+    return None
+
+
+def _shard_kwargs(cfg: Config, topo: Topology) -> dict:
+    d = cfg.data
+    return dict(dataset=d.dataset, num_nodes=len(topo.nodes), seed=cfg.run.seed,
+                partition=d.partition, labels_per_node=d.labels_per_node,
+                assignment=label_assignment(cfg, topo), alpha=d.alpha,
+                train_fraction=d.train_fraction, root=d.root, download=d.download)
+
+
+def node_shard(cfg: Config, topo: Topology, node_id: int) -> Shard:
+    """Only this node's shard (what a node process keeps in memory)."""
+    return load_shard(node_id=node_id, **_shard_kwargs(cfg, topo))
+
+
+def all_shards(cfg: Config, topo: Topology) -> list[Shard]:
+    """Every node's shard, reading the data set once (in-process driver)."""
+    return load_all_shards(**_shard_kwargs(cfg, topo))
+
+
+def resolve_device(name: str) -> torch.device:
+    """The configured device, with a clear error when it is not there."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device is {name!r} but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"run.device is {name!r} but only {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
+    """The node's algorithm object over the shared model built from the shared seed."""
+    device = resolve_device(cfg.run.device)
+    module = build_model(cfg.model.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
+                         weight_init=cfg.model.weight_init, logit_elu=cfg.model.logit_elu)
+    model = MaskedModel(module).to(device)
+    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
+                      total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
+    cls = ALGORITHMS[cfg.algorithm.name]
+    params = cls.Params(**cfg.algorithm.params)
+    return cls(ctx, params)
+
+
+def params_dict(algo: Algorithm) -> dict:
+    return dataclasses.asdict(algo.params)

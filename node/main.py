@@ -1,0 +1,100 @@
+"""`mcepl node`: one node as its own OS process (locally, in a container, or on its own machine)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from mcepl.config import Config, ConfigError, load_config
+from mcepl.node.factory import build_algorithm, default_run_id, node_shard
+from mcepl.node.runtime import NodeError, NodeRuntime
+from mcepl.node.transport import NodeSockets
+from mcepl.topology import Topology, TopologyError, load_topology
+
+log = logging.getLogger("mcepl.node")
+
+
+def add_node_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="run one node (containers, separate machines)",
+                       description="Run one node of the network described by --topology. Every "
+                                   "node of a run must be given the same topology and config.")
+    p.add_argument("--topology", required=True, help="topology JSON file (all nodes' addresses)")
+    p.add_argument("--config", default=None, help="experiment config TOML (default: built-in)")
+    p.add_argument("--id", type=int, required=True, help="this node's id in the topology")
+    p.add_argument("--collector", default=None,
+                   help="collector address, e.g. tcp://10.0.0.1:5600 (metrics are only logged "
+                        "without one)")
+    p.add_argument("--run-id", default=None, help="run id shared by all nodes (default: derived "
+                                                  "from the config and topology)")
+    p.add_argument("--bind", default=None, help="address to bind if different from the advertised "
+                                                "one in the topology, e.g. tcp://0.0.0.0:5555")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_node)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s node {args.id} %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+        topo = load_topology(args.topology)
+        if args.id not in topo.ids:
+            raise TopologyError(f"{args.topology}: no node with id {args.id} "
+                                f"(ids are 0..{topo.num_nodes - 1})")
+    except (ConfigError, TopologyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_id = args.run_id or default_run_id(cfg, topo)
+    return run_node(cfg, topo, args.id, run_id, args.collector, args.bind)
+
+
+def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: str | None,
+             bind: str | None = None) -> int:
+    """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure."""
+    from mcepl.protocol import encode_control
+
+    torch.set_num_threads(cfg.run.threads_per_node)
+    spec = topo.node(node_id)
+    peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
+    sockets = None
+    status, reason = "ok", ""
+    try:
+        sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector)
+        shard = node_shard(cfg, topo, node_id)
+        algo = build_algorithm(cfg, topo, node_id, shard)
+        log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
+                 node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
+                 len(peers))
+        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets)
+        runtime.run()
+        log.info("node %d: finished %d rounds; dropped messages: %s", node_id, cfg.run.rounds,
+                 runtime.dropped_counts() or "none")
+    except KeyboardInterrupt:
+        status, reason = "error", "interrupted"
+    except (NodeError, RuntimeError, ValueError, OSError) as exc:
+        status, reason = "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - report anything else, then fail
+        log.exception("node %d crashed", node_id)
+        status, reason = "error", f"{type(exc).__name__}: {exc}"
+    if status != "ok":
+        print(f"node {node_id}: error: {reason}", file=sys.stderr)
+    if sockets is not None:
+        sockets.push_metrics(encode_control("bye", {"status": status, "reason": reason[:4000]},
+                                            run_id=run_id, sender=node_id))
+        sockets.close()
+    return 0 if status == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mcepl-node")
+    sub = parser.add_subparsers()
+    add_node_parser(sub)
+    args = parser.parse_args(["node", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

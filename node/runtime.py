@@ -1,0 +1,242 @@
+"""The networked round loop of one node: handshake, synchronous rounds, metrics.
+
+This is the only place where learning meets the transport, and it knows nothing of the
+algorithm beyond the `Algorithm` interface: it sends what `outgoing` returns, waits for one
+message from each peer in `expected`, and hands them to `incoming`. Bad messages (undecodable,
+wrong sender, stale, duplicate, too far ahead, or refused by the algorithm's `check`) are dropped
+and counted; they never stop the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from mcepl.config import Config
+from mcepl.node.algorithms import Algorithm
+from mcepl.node.evaluation import accuracy, is_eval_round
+from mcepl.node.transport import NodeSockets, parse_routing_id
+from mcepl.protocol import (
+    ControlMessage,
+    DataMessage,
+    ProtocolError,
+    decode_message,
+    encode_control,
+    encode_payload,
+)
+from mcepl.protocol.payload import Payload
+from mcepl.topology import Topology
+
+log = logging.getLogger("mcepl.node")
+
+MAX_ROUNDS_AHEAD = 2  # a peer may run at most this many rounds ahead; further is dropped
+
+
+class NodeError(RuntimeError):
+    """A failure that ends this node's run, with a message naming what and who."""
+
+
+class NodeRuntime:
+    """Drives one node's algorithm over its sockets for the configured number of rounds."""
+
+    def __init__(self, cfg: Config, topo: Topology, node_id: int, run_id: str,
+                 algo: Algorithm, sockets: NodeSockets) -> None:
+        self.cfg, self.topo, self.id, self.run_id = cfg, topo, node_id, run_id
+        self.algo, self.sock = algo, sockets
+        self.neighbors = set(topo.neighbors(node_id))
+        self.config_hash = cfg.hash()
+        self.buffer: dict[tuple[int, int], dict[int, tuple[Payload, int]]] = {}
+        self.used_bytes = self.used_msgs = 0  # data delivered to the algorithm (per round)
+        self.dropped: Counter[str] = Counter()
+        self.acked: set[int] = set()
+        self.greeted: set[int] = set()
+        self.pos = (0, 0)  # (round, phase) being collected
+
+    # ------------------------------------------------------------------ handshake
+    def handshake(self) -> None:
+        """Say hello to every neighbour and wait for all acks and all of their hellos."""
+        hello = encode_control("hello", {"config_hash": self.config_hash}, run_id=self.run_id,
+                               sender=self.id)
+        for j in sorted(self.neighbors):
+            self.sock.send(j, hello, kind="control")
+        deadline = time.monotonic() + self.cfg.run.connect_timeout_s
+        while self.acked != self.neighbors or self.greeted != self.neighbors:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted((self.neighbors - self.acked) | (self.neighbors - self.greeted))
+                addrs = ", ".join(f"{j} ({self.topo.node(j).address})" for j in missing)
+                raise NodeError(f"node {self.id}: no handshake from neighbour(s) {addrs} within "
+                                f"{self.cfg.run.connect_timeout_s:g} s")
+            self._pump(int(min(left, 0.5) * 1000))
+
+    # ------------------------------------------------------------------ receiving
+    def _pump(self, timeout_ms: int) -> None:
+        for where, who, frames in self.sock.poll(timeout_ms):
+            if where == "dealer":
+                self._on_dealer(int(who), frames)  # type: ignore[arg-type]
+            else:
+                self._on_router(who, frames)  # type: ignore[arg-type]
+
+    def _on_dealer(self, peer: int, frames: list[bytes]) -> None:
+        self.sock.counter.received[(peer, "control")] += sum(map(len, frames))
+        try:
+            msg = decode_message(frames, run_id=self.run_id)
+        except ProtocolError as exc:
+            self._drop(f"malformed_{exc.reason}", peer, exc)
+            return
+        if not isinstance(msg, ControlMessage) or msg.type != "hello_ack" or msg.sender != peer:
+            self._drop("unexpected", peer, "not a hello_ack from that peer")
+            return
+        if not msg.body.get("accept"):
+            raise NodeError(f"node {self.id}: neighbour {peer} refused the handshake: "
+                            f"{msg.body.get('reason', '')}")
+        self.acked.add(peer)
+
+    def _on_router(self, raw_id: bytes, frames: list[bytes]) -> None:
+        peer = parse_routing_id(raw_id)
+        size = sum(map(len, frames))
+        if peer is None or peer not in self.neighbors:
+            self.dropped["unknown_sender"] += 1
+            log.warning("node %d: dropped a message from unknown sender %r", self.id, raw_id[:16])
+            return
+        try:
+            msg = decode_message(frames, run_id=self.run_id)
+        except ProtocolError as exc:
+            self.sock.counter.received[(peer, "data")] += size
+            self._drop(f"malformed_{exc.reason}", peer, exc)
+            return
+        kind = "data" if isinstance(msg, DataMessage) else "control"
+        self.sock.counter.received[(peer, kind)] += size
+        self.sock.counter.msgs_received[(peer, kind)] += 1
+        if msg.sender != peer:
+            self._drop("wrong_sender", peer, f"header says sender {msg.sender}")
+            return
+        if isinstance(msg, ControlMessage):
+            self._on_control(raw_id, peer, msg)
+        else:
+            self._on_data(peer, msg, size)
+
+    def _on_control(self, raw_id: bytes, peer: int, msg: ControlMessage) -> None:
+        if msg.type != "hello":
+            self._drop("unexpected", peer, f"control message {msg.type!r}")
+            return
+        theirs = msg.body.get("config_hash")
+        ok = theirs == self.config_hash
+        reason = "" if ok else (f"config hash mismatch: node {self.id} has {self.config_hash}, "
+                                f"node {peer} has {theirs}")
+        ack = encode_control("hello_ack", {"accept": ok, "reason": reason}, run_id=self.run_id,
+                             sender=self.id)
+        self.sock.reply(raw_id, ack, peer)
+        if not ok:
+            raise NodeError(f"node {self.id}: refused neighbour {peer}: {reason}")
+        self.greeted.add(peer)
+
+    def _on_data(self, peer: int, msg: DataMessage, size: int) -> None:
+        key = (msg.round, msg.phase)
+        if key < self.pos:
+            self._drop("stale", peer, f"round {msg.round} phase {msg.phase} < {self.pos}")
+            return
+        if msg.round > self.pos[0] + MAX_ROUNDS_AHEAD:
+            self._drop("too_far_ahead", peer, f"round {msg.round} while at {self.pos[0]}")
+            return
+        slot = self.buffer.setdefault(key, {})
+        if peer in slot:
+            self._drop("duplicate", peer, f"second message for round {msg.round}")
+            return
+        try:
+            self.algo.check(msg.round, msg.phase, peer, msg.payload)
+        except ValueError as exc:
+            self._drop("invalid_payload", peer, exc)
+            return
+        slot[peer] = (msg.payload, size)
+
+    def _drop(self, why: str, peer: int, detail: object) -> None:
+        self.dropped[why] += 1
+        log.warning("node %d: dropped message from %d (%s): %s", self.id, peer, why, detail)
+
+    # ------------------------------------------------------------------ rounds
+    def exchange(self, rnd: int, phase: int) -> dict[int, Payload]:
+        """Send this phase's messages, then collect exactly one from each expected peer."""
+        self.pos = (rnd, phase)
+        for j, payload in sorted(self.algo.outgoing(rnd, phase).items()):
+            frames = encode_payload(payload, run_id=self.run_id, round=rnd, phase=phase,
+                                    sender=self.id)
+            self.sock.send(j, frames, kind="data")
+        want = set(self.algo.expected(rnd, phase))
+        deadline = time.monotonic() + self.cfg.run.round_timeout_s
+        while True:
+            have = self.buffer.get((rnd, phase), {})
+            if want <= set(have):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                silent = sorted(want - set(have))
+                addrs = ", ".join(f"{j} ({self.topo.node(j).address})" for j in silent)
+                raise NodeError(f"node {self.id}: round {rnd} phase {phase}: no message from "
+                                f"neighbour(s) {addrs} within {self.cfg.run.round_timeout_s:g} s")
+            self._pump(int(min(left, 0.5) * 1000) + 1)
+        got = self.buffer.pop((rnd, phase), {})
+        extra = set(got) - want
+        if extra:
+            self.dropped["unexpected"] += len(extra)
+        self.used_bytes += sum(got[j][1] for j in want)
+        self.used_msgs += len(want)
+        return {j: got[j][0] for j in sorted(want)}
+
+    def run(self, start_round: int = 0) -> None:
+        """Handshake, then rounds `start_round`..R; metrics go to the collector each round."""
+        self.handshake()
+        rounds = self.cfg.run.rounds
+        for rnd in range(start_round, rounds + 1):
+            before = self._snapshot()
+            compute = comm = 0.0
+            t0 = time.perf_counter()
+            if rnd >= 1:
+                self.algo.local_step(rnd)
+            compute += time.perf_counter() - t0
+            for phase in range(self.algo.phases(rnd)):
+                t0 = time.perf_counter()
+                msgs = self.exchange(rnd, phase)
+                t1 = time.perf_counter()
+                self.algo.incoming(rnd, phase, msgs)
+                t2 = time.perf_counter()
+                comm += t1 - t0
+                compute += t2 - t1
+            self.pos = (rnd + 1, 0)
+            # drop anything left for finished rounds (it can only be stale now)
+            for key in [k for k in self.buffer if k < self.pos]:
+                self.dropped["stale"] += len(self.buffer.pop(key))
+            record = self._record(rnd, before, compute, comm)
+            self.sock.push_metrics(encode_control("metrics", {"record": record},
+                                                  run_id=self.run_id, sender=self.id))
+
+    def _snapshot(self) -> dict[str, int]:
+        c = self.sock.counter
+        # received = what this round's merge used (deterministic); the transport's raw arrival
+        # counts, dropped messages included, are in the counter for the full bill
+        return {"bytes_sent": c.total(c.sent, "data"), "bytes_received": self.used_bytes,
+                "msgs_sent": c.total(c.msgs_sent, "data"), "msgs_received": self.used_msgs,
+                "control_bytes": c.total(c.sent, "control") + c.total(c.received, "control")}
+
+    def _record(self, rnd: int, before: dict[str, int], compute: float,
+                comm: float) -> dict[str, Any]:
+        now = self._snapshot()
+        rec: dict[str, Any] = {"round": rnd, "node": self.id}
+        rec.update({k: now[k] - before[k] for k in now})
+        rec["compute_s"] = round(compute, 6)
+        rec["comm_s"] = round(comm, 6)
+        rec.update(self.algo.stats())
+        rec["dropped"] = sum(self.dropped.values())
+        if is_eval_round(rnd, self.cfg.run.eval_every, self.cfg.run.rounds):
+            t0 = time.perf_counter()
+            sh = self.algo.ctx.shard
+            rec["test_acc"] = accuracy(self.algo.predict, sh.test_x, sh.test_y,
+                                       self.cfg.run.eval_batch_size, self.algo.ctx.device)
+            rec["eval_s"] = round(time.perf_counter() - t0, 6)
+        rec["t_end"] = time.time()  # wall clock, for time per round across the network
+        return rec
+
+    def dropped_counts(self) -> dict[str, int]:
+        return dict(self.dropped)

@@ -1,0 +1,140 @@
+"""Shared fixtures: a tiny, learnable Fashion-MNIST look-alike and a config maker for it.
+
+Fixtures (names are stable; other test modules rely on them):
+
+``tiny_data_dir`` (session scope) -> ``pathlib.Path``
+    A directory holding the four official Fashion-MNIST IDX files, gzip'd, under their official
+    names (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+    ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; magic 2051 for images of
+    N x 28 x 28 uint8, 2049 for labels). :data:`TRAIN_PER_CLASS` training and
+    :data:`TEST_PER_CLASS` test images per class, 10 classes, generated deterministically with
+    numpy: each class is a fixed random template plus noise, so the classes are learnable.
+    Images are interleaved by class (label ``i % 10``). Pass it as ``data.root`` (with
+    ``data.download = false``); ``load_dataset("fashion-mnist", root=tiny_data_dir,
+    download=False)`` finds it first.
+
+``tiny_cfg`` -> ``Callable[..., Config]``
+    ``tiny_cfg(**sections)`` builds a validated :class:`mcepl.config.Config` through
+    ``config_from_dict``, starting from :func:`tiny_cfg_dict` (data.root = ``tiny_data_dir``,
+    data.download = false, model small-cnn, algorithm mcepl with ``batch_size = 16``,
+    run.rounds 3, run.eval_every 1, run.seed 0) and merging nested-dict overrides, e.g.
+    ``tiny_cfg(algorithm={"name": "ind-mask", "lr": 0.5}, run={"rounds": 2, "seed": 3})``.
+    A positional dict ``tiny_cfg({"run": {"rounds": 2}})`` works too. When the overrides pick
+    another algorithm, ``batch_size = 16`` is kept only if that algorithm's ``Params`` has a
+    ``batch_size`` field. A value of ``None`` in the overrides removes the key (default applies).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gzip
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mcepl.config import Config, config_from_dict
+
+NUM_CLASSES = 10
+TRAIN_PER_CLASS = 60
+TEST_PER_CLASS = 20
+TINY_BATCH_SIZE = 16
+IMAGE_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+LABEL_FILES = {"train": "train-labels-idx1-ubyte.gz", "test": "t10k-labels-idx1-ubyte.gz"}
+
+
+def _idx_images(x: np.ndarray) -> bytes:
+    assert x.dtype == np.uint8 and x.ndim == 3
+    return struct.pack(">IIII", 2051, *x.shape) + x.tobytes()
+
+
+def _idx_labels(y: np.ndarray) -> bytes:
+    assert y.dtype == np.uint8 and y.ndim == 1
+    return struct.pack(">II", 2049, len(y)) + y.tobytes()
+
+
+def make_tiny_arrays(seed: int = 1234) -> dict[str, np.ndarray]:
+    """The tiny data set as arrays: train/test images (N, 28, 28) uint8 and labels uint8."""
+    rng = np.random.default_rng(seed)
+    # Class templates: smooth-ish random patterns in [0, 255], far apart from each other.
+    templates = rng.uniform(0.0, 255.0, size=(NUM_CLASSES, 28, 28))
+    out: dict[str, np.ndarray] = {}
+    for split, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        n = per_class * NUM_CLASSES
+        y = (np.arange(n) % NUM_CLASSES).astype(np.uint8)
+        noise = rng.normal(0.0, 40.0, size=(n, 28, 28))
+        x = np.clip(templates[y] + noise, 0, 255).round().astype(np.uint8)
+        out[f"{split}_x"], out[f"{split}_y"] = x, y
+    return out
+
+
+def write_tiny_fashion_mnist(d: Path, seed: int = 1234) -> Path:
+    """Write the four gzip'd IDX files into `d` (created if needed); return `d`."""
+    d.mkdir(parents=True, exist_ok=True)
+    arrays = make_tiny_arrays(seed)
+    for split in ("train", "test"):
+        # mtime=0: byte-identical files on every run
+        (d / IMAGE_FILES[split]).write_bytes(
+            gzip.compress(_idx_images(arrays[f"{split}_x"]), mtime=0))
+        (d / LABEL_FILES[split]).write_bytes(
+            gzip.compress(_idx_labels(arrays[f"{split}_y"]), mtime=0))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with a tiny, learnable Fashion-MNIST-format data set (see module docstring)."""
+    return write_tiny_fashion_mnist(tmp_path_factory.mktemp("tiny-fashion-mnist"))
+
+
+def tiny_cfg_dict(data_root: Path | str) -> dict[str, Any]:
+    """The base config dict of `tiny_cfg` (before overrides)."""
+    return {
+        "data": {"dataset": "fashion-mnist", "root": str(data_root), "download": False},
+        "model": {"name": "small-cnn"},
+        "algorithm": {"name": "mcepl", "batch_size": TINY_BATCH_SIZE},
+        "run": {"rounds": 3, "eval_every": 1, "seed": 0},
+    }
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val)
+        elif val is None:
+            out.pop(key, None)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def _has_field(algo_name: str, key: str) -> bool:
+    from mcepl.node.algorithms import ALGORITHMS
+
+    cls = ALGORITHMS.get(algo_name)
+    if cls is None or not dataclasses.is_dataclass(cls.Params):
+        return False
+    return key in {f.name for f in dataclasses.fields(cls.Params)}
+
+
+@pytest.fixture
+def tiny_cfg(tiny_data_dir: Path) -> Callable[..., Config]:
+    """A function building a Config on the tiny data set; nested-dict overrides merge in."""
+
+    def make(overrides: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Config:
+        d = tiny_cfg_dict(tiny_data_dir)
+        algo_over = {**(overrides or {}).get("algorithm", {}), **sections.get("algorithm", {})}
+        name = algo_over.get("name", "mcepl")
+        if name != "mcepl" and not _has_field(name, "batch_size"):
+            d["algorithm"].pop("batch_size")
+        d["algorithm"]["name"] = name
+        d = _merge(d, overrides or {})
+        d = _merge(d, sections)
+        return config_from_dict(d, source="<tiny_cfg>")
+
+    return make

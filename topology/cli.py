@@ -1,0 +1,192 @@
+"""`mcepl topology generate|check`: the argparse wiring, kept here so the main CLI stays small.
+
+Every handler takes the parsed Namespace and returns an exit code: 0 on success, 2 on a usage or
+topology error, reported as one line on stderr (no traceback: these are user mistakes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from typing import Any
+
+from .generators import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_HOST,
+    KINDS,
+    MAX_ER_ATTEMPTS,
+    PAPER_RETENTION,
+    TRANSPORTS,
+    default_ipc_dir,
+    generate,
+    load_topology,
+    read_labels_file,
+    save_topology,
+)
+from .schema import Topology, TopologyError
+
+
+def add_topology_parser(subparsers: Any) -> Any:
+    """Register ``topology`` (with ``generate`` and ``check``) on the main CLI's subparsers.
+
+    Returns the ``topology`` sub-command action so the caller can register more sub-commands
+    (e.g. ``compose``) next to these.
+    """
+    topo = subparsers.add_parser(
+        "topology", help="generate or check a topology file",
+        description="Create and validate topology files (nodes, addresses, retention ratios, "
+                    "undirected edges).")
+    topo.set_defaults(func=lambda _args: _usage(topo))
+    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check}")
+
+    gen = sub.add_parser(
+        "generate", help="write a new topology file",
+        description="Generate a connected topology and write it as JSON (written atomically). "
+                    f"Default retention: the paper's 20-node vector {_fmt_floats(PAPER_RETENTION)}"
+                    " (cycled when N != 20).",
+    )
+    gen.add_argument("--kind", choices=KINDS, required=True,
+                     help="graph family: er = Erdos-Renyi G(N,p) redrawn until connected; "
+                          "star = node 0 is the hub (FedAvg server); adjacency = from --adjacency")
+    gen.add_argument("--nodes", type=int, metavar="N", default=None,
+                     help="number of nodes (required, except with --kind adjacency where the "
+                          "matrix gives it)")
+    gen.add_argument("--p", type=float, metavar="P", default=None,
+                     help="edge probability for --kind er (default 0.5)")
+    gen.add_argument("--seed", type=int, metavar="S", default=0,
+                     help=f"seed (default 0) of the graph draw (er redraws with S+1, S+2, ... "
+                          f"up to {MAX_ER_ATTEMPTS} times until connected) and of "
+                          "--retention-choices")
+    gen.add_argument("--retention", metavar="R|R1,R2,...", default=None,
+                     help="retention ratio in (0,1]: one value for all nodes, or a comma list "
+                          "with one value per node (default: the paper's vector)")
+    gen.add_argument("--retention-choices", metavar="R1,R2,...", default=None,
+                     help="draw each node's retention uniformly from these values (seeded)")
+    gen.add_argument("--host", metavar="H", default=None,
+                     help=f"host in every tcp address (default {DEFAULT_HOST})")
+    gen.add_argument("--base-port", type=int, metavar="P", default=None,
+                     help=f"node i listens on port P+i (default {DEFAULT_BASE_PORT})")
+    gen.add_argument("--adjacency", metavar="FILE", default=None,
+                     help="0/1 adjacency-matrix text file (whitespace-separated rows) for "
+                          "--kind adjacency")
+    gen.add_argument("--labels-file", metavar="FILE", default=None,
+                     help="label assignment to embed: one line per node, whitespace-separated "
+                          "label ids")
+    gen.add_argument("--transport", choices=TRANSPORTS, default="tcp",
+                     help="tcp://host:port addresses (default), or ipc:// sockets under "
+                          f"{default_ipc_dir()} (one machine only)")
+    gen.add_argument("-o", "--output", metavar="FILE", required=True,
+                     help="topology JSON file to write")
+    gen.set_defaults(func=cmd_generate)
+
+    chk = sub.add_parser(
+        "check", help="validate a topology file and summarise it",
+        description="Validate a topology file. Prints a summary and exits 0, or prints the "
+                    "first problem on one line to stderr and exits 2.")
+    chk.add_argument("file", metavar="FILE", help="topology JSON file")
+    chk.set_defaults(func=cmd_check)
+    return sub
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TopologyError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Handle ``topology generate``."""
+    try:
+        if args.kind == "adjacency":
+            if args.adjacency is None:
+                return _fail("--kind adjacency needs --adjacency FILE")
+        elif args.adjacency is not None:
+            return _fail(f"--adjacency only applies to --kind adjacency, not --kind {args.kind}")
+        elif args.nodes is None:
+            return _fail(f"--kind {args.kind} needs --nodes N")
+        if args.p is not None and args.kind != "er":
+            return _fail(f"--p only applies to --kind er, not --kind {args.kind}")
+        if args.retention is not None and args.retention_choices is not None:
+            return _fail("give --retention or --retention-choices, not both")
+        if args.transport == "ipc" and (args.host is not None or args.base_port is not None):
+            return _fail("--host and --base-port only apply to --transport tcp")
+
+        retention: float | list[float] | None = None
+        if args.retention is not None:
+            vals = _floats(args.retention, "--retention")
+            if not vals:
+                return _fail("--retention: no value given")
+            retention = vals[0] if len(vals) == 1 and "," not in args.retention else vals
+        choices = None
+        if args.retention_choices is not None:
+            choices = _floats(args.retention_choices, "--retention-choices")
+        labels = read_labels_file(args.labels_file) if args.labels_file else None
+
+        topo = generate(
+            args.kind, args.nodes,
+            p=0.5 if args.p is None else args.p,
+            seed=args.seed,
+            retention=retention,
+            retention_choices=choices,
+            host=DEFAULT_HOST if args.host is None else args.host,
+            base_port=DEFAULT_BASE_PORT if args.base_port is None else args.base_port,
+            adjacency=args.adjacency,
+            labels=labels,
+            transport=args.transport,
+        )
+        save_topology(topo, args.output)
+    except (TopologyError, ValueError, OSError) as e:
+        return _fail(str(e))
+    extra = ""
+    if topo.meta.get("kind") == "er":
+        extra = f" (p={topo.meta['p']}, seed {topo.meta['seed']}, {topo.meta['attempts']} draw(s))"
+    print(f"wrote {args.output}: {topo.num_nodes} nodes, {topo.num_edges} edges, "
+          f"kind {topo.meta['kind']}{extra}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Handle ``topology check``."""
+    try:
+        topo = load_topology(args.file)
+    except TopologyError as e:
+        return _fail(str(e))
+    print(summarize(topo, args.file))
+    return 0
+
+
+def summarize(topo: Topology, name: str) -> str:
+    """One paragraph a human can eyeball before launching a run."""
+    deg = topo.degrees()
+    rets = topo.retentions
+    counts = Counter(rets)
+    if len(counts) <= 8:
+        ret_txt = ", ".join(f"{r:g} x{c}" for r, c in sorted(counts.items()))
+    else:
+        ret_txt = f"{len(counts)} distinct values"
+    ret_txt += f" (min {min(rets):g}, mean {sum(rets) / len(rets):.4g}, max {max(rets):g})"
+    labelled = sum(1 for n in topo.nodes if n.labels is not None)
+    first, last = topo.nodes[0].address, topo.nodes[-1].address
+    addr_txt = first if first == last else f"{first} .. {last}"
+    meta_txt = " ".join(f"{k}={v}" for k, v in topo.meta.items()) or "none"
+    return (f"{name}: {topo.num_nodes} nodes, {topo.num_edges} edges, "
+            f"{'connected' if topo.is_connected() else 'NOT connected'}; "
+            f"degree min/mean/max {min(deg)}/{sum(deg) / len(deg):.2f}/{max(deg)}; "
+            f"retention {ret_txt}; labels on {labelled}/{topo.num_nodes} nodes; "
+            f"addresses {addr_txt}; meta: {meta_txt}.")
+
+
+def _fmt_floats(xs: Any) -> str:
+    return " ".join(f"{x:g}" for x in xs)
