@@ -19,7 +19,7 @@ class Progress:
         self.tty = sys.stdout.isatty()
         self.bar: RichProgress | None = None
         self.task = None
-        self.last_line = ""
+        self.next_print = 1  # without a terminal: a line about every tenth of the run
 
     def __enter__(self) -> Progress:
         if self.enabled and self.tty:
@@ -38,13 +38,11 @@ class Progress:
             f" | {state.total_bytes() / 1e6:.2f} MB sent"
         if self.bar is not None:
             self.bar.update(self.task, completed=rnd, info=info)
-        else:
-            line = f"round {rnd}/{self.rounds}: {info}"
-            if acc is not None and line.split(":")[0] != self.last_line.split(":")[0] and \
-                    all(s.round >= rnd for s in state.nodes.values()):
-                if rnd % max(1, self.rounds // 20) == 0 or rnd == self.rounds:
-                    print(line, flush=True)
-                    self.last_line = line
+        elif rnd >= self.next_print:
+            print(f"round {rnd}/{self.rounds}: {info}", flush=True)
+            step = max(1, self.rounds // 10)
+            self.next_print = self.rounds if rnd < self.rounds and rnd + step > self.rounds \
+                else (rnd // step + 1) * step
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -38,8 +38,16 @@ class InProcessResult:
 def run_inprocess(cfg: Config, topo: Topology, *, run_id: str | None = None,
                   on_round: RoundCallback | None = None) -> InProcessResult:
     """Train every node of `topo` for `cfg.run.rounds` rounds; one record per node per round."""
-    torch.set_num_threads(cfg.run.threads_per_node)
-    run_id = run_id or default_run_id(cfg, topo)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.run.threads_per_node)  # as each node process does
+    try:
+        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Config, topo: Topology, run_id: str,
+         on_round: RoundCallback | None) -> InProcessResult:
     t_start = time.perf_counter()
     shards = all_shards(cfg, topo)
     algos = [build_algorithm(cfg, topo, n.id, shards[n.id]) for n in topo.nodes]

@@ -7,15 +7,20 @@ layers. Masks are `torch.bool`; scores `z` and aggregation tensors are floating 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
 
 def keep_count(n: int, r: float) -> int:
-    """K = n - floor((1 - r) n): how many entries Thres_r keeps in a layer of n entries (eq. 3)."""
+    """K = n - floor((1 - r) n): how many entries Thres_r keeps in a layer of n entries (eq. 3).
+
+    Computed exactly on the decimal value of r (in binary floating point 1 - 0.9 is just under
+    0.1, which would keep one entry too many).
+    """
     if not 0.0 < r <= 1.0:
         raise ValueError(f"retention ratio must be in (0, 1], got {r}")
-    return n - math.floor((1.0 - r) * n)
+    return n - math.floor((1 - Fraction(repr(float(r)))) * n)
 
 
 def thres(a: torch.Tensor, r: float) -> torch.Tensor:

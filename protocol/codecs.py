@@ -4,6 +4,16 @@ A codec is one small class registered under a short name; the header names the c
 tensor, so a sender may pick a different codec per message (e.g. a compressing mask codec when it
 pays off) and the receiver needs no negotiation. Adding a codec = one subclass + `register_codec`.
 
+Mask codecs (what `run.codec` / `mcepl launch --codec` picks; all lossless):
+
+    config name   wire name   frame
+    raw           bits        1 bit per entry (bitpack.py)
+    entropy       entropy     arithmetic (ANS) coded with a Bernoulli(ones/n) model (entropy.py)
+    delta         delta       XOR with the mask last sent on this link, entropy coded (delta.py)
+
+`delta` is a *stateful* codec: it needs the per-link `CodecState` that `encode_payload` and
+`decode_message` take as `state=`; stateless codecs never see it.
+
 Contract for `decode`: the caller (message.py) has already checked the shape against the size
 limits and that the frame has the declared length; the codec must check that the bytes are exactly
 what it needs for that shape and raise ProtocolError otherwise, never allocating more than the
@@ -15,7 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +73,31 @@ class Codec(ABC):
     def _check_dtype(self, t: torch.Tensor) -> None:
         if t.dtype not in self.dtypes:
             raise TypeError(f"codec {self.name!r} cannot encode {t.dtype}")
+
+
+class StatefulCodec(Codec):
+    """A codec whose frames depend on what was sent before on the same link (see delta.py).
+
+    `encode_with`/`decode_with` get the link's `CodecState` and return, besides the frame or
+    tensor, the state update to apply once the whole message has been encoded or accepted, so a
+    refused message never moves the state."""
+
+    def encode(self, t: torch.Tensor) -> bytes:
+        raise ValueError(f"codec {self.name!r} is stateful: pass the link's CodecState "
+                         "(encode_payload(..., state=...))")
+
+    def decode(self, data: Buffer, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        raise ProtocolError("reference", f"{self.name}-coded tensor but the receiver keeps no "
+                                         "codec state for this link")
+
+    @abstractmethod
+    def encode_with(self, name: str, t: torch.Tensor, state: Any) -> tuple[bytes, Any]:
+        """(frame, update) for tensor `name`; `state.commit({name: update})` after sending."""
+
+    @abstractmethod
+    def decode_with(self, name: str, data: Buffer, shape: Sequence[int], dtype: torch.dtype,
+                    state: Any) -> tuple[torch.Tensor, Any]:
+        """(tensor, update); ProtocolError("reference") when the state does not match."""
 
 
 class BitsCodec(Codec):
@@ -143,6 +178,19 @@ def get_codec(name: str) -> Codec:
 def codec_names() -> list[str]:
     """Registered codec names (for CLI help and error messages)."""
     return sorted(_REGISTRY)
+
+
+# Mask codec names a user picks (config `run.codec`, `--codec`) -> wire name in the header.
+MASK_CODECS: dict[str, str] = {"raw": "bits", "entropy": "entropy", "delta": "delta"}
+
+
+def mask_codec_wire_name(name: str) -> str:
+    """Wire name of a mask codec given by its config name ("raw") or wire name ("bits")."""
+    if name in MASK_CODECS:
+        return MASK_CODECS[name]
+    if name in MASK_CODECS.values():
+        return name
+    raise ValueError(f"unknown mask codec {name!r}; known: {', '.join(MASK_CODECS)}")
 
 
 def codec_for(dtype: torch.dtype) -> Codec:

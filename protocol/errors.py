@@ -19,6 +19,7 @@ REASONS: frozenset[str] = frozenset({
     "padding",    # bit-packed mask with nonzero padding bits
     "version",    # different wire format version
     "run_id",     # message belongs to another run
+    "reference",  # delta-coded tensor whose reference mask this receiver lacks or holds otherwise
 })
 
 

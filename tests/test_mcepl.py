@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from mcepl.config import Config
-from mcepl.node import masks as M
 from mcepl.node.algorithms import MCEPL, Algorithm, IndMask, MinibatchSampler
 from mcepl.node.data import load_dataset
 from mcepl.node.factory import all_shards, build_algorithm
@@ -31,12 +30,21 @@ from mcepl.protocol.payload import Payload
 from mcepl.topology import Topology, generate
 
 RETENTION = [0.3, 0.5, 0.75, 1.0]
-TIMING_KEYS = {"compute_s"}
+TIMING_KEYS = {"compute_s", "t_end", "wall_s"}  # wall-clock numbers, never reproducible
 
 MakeCfg = Callable[..., Config]
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """One intra-op thread, as the drivers use per node (and fast on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def ring4() -> Topology:
@@ -84,8 +92,17 @@ def my_thres(a: torch.Tensor, r: float) -> torch.Tensor:
     return out.reshape(a.shape)
 
 
+def _is_timing(key: str) -> bool:
+    return key in TIMING_KEYS or key.endswith("_s") or key.startswith("t_")
+
+
+def _nan_safe(v: Any) -> Any:
+    return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+
 def strip_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+    """Records without wall-clock fields, NaN made comparable."""
+    return [{k: _nan_safe(v) for k, v in r.items() if not _is_timing(k)} for r in records]
 
 
 def snapshot(a: Algorithm) -> dict[str, Any]:
@@ -186,7 +203,7 @@ def test_fil_threshold_zeroes_sparse_rows(tiny_cfg: MakeCfg) -> None:
     for rnd in range(3):
         run_round(algos, rnd)
     for a in algos:
-        for n, m in a.m.items():
+        for m in a.m.values():
             counts = m.reshape(m.shape[0], -1).sum(1)
             assert ((counts == 0) | (counts > tau)).all()
             assert int(m.sum()) <= exact_keep(m.numel(), a.ctx.retention)
@@ -205,7 +222,7 @@ def test_linear_retention_honoured(tiny_cfg: MakeCfg, algo: str) -> None:
     assert [a.ctx.model.is_linear(n) for n in algos[0].m] == [False, False, True, True]
 
 
-# --------------------------------------------------------------------------- initial neighbour masks
+# ------------------------------------------------------------------------ initial neighbour masks
 
 
 def test_init_neighbor_masks_thres_sends_at_round_zero(tiny_cfg: MakeCfg) -> None:
@@ -287,11 +304,12 @@ def test_one_mcepl_iteration_by_hand(tiny_cfg: MakeCfg, topo_fn: Callable[[], To
     m = {n: a.m[n].clone() for n in names}
     a_prev = {n: a.a_prev[n].clone() for n in names}
     w = {n: model.w[n].detach().clone() for n in names}
-    sampler = MinibatchSampler(len(a.ctx.shard.train_y), 16, torch.Generator())
+    sampler = MinibatchSampler(len(a.ctx.shard.train_y), a.params.batch_size, torch.Generator())
     sampler.load_state_dict(a.sampler.state_dict())
     idx = sampler.next()
 
     a.local_step(2)
+    z_half_algo = {n: a.z[n].clone() for n in names}
 
     # step 1: loss with m^(k-1), STE gradient + group lasso + weight decay, z^(k-1/2)
     x, y = a.ctx.shard.train_x[idx], a.ctx.shard.train_y[idx]
@@ -299,7 +317,7 @@ def test_one_mcepl_iteration_by_hand(tiny_cfg: MakeCfg, topo_fn: Callable[[], To
     model.module.train()
     loss = F.cross_entropy(functional_call(model.module, v, (x,), strict=False), y)
     dl_dv = dict(zip(names, torch.autograd.grad(loss, [v[n] for n in names]), strict=True))
-    assert a.stats()["train_loss"] == pytest.approx(float(loss), rel=1e-6)
+    assert a.stats()["train_loss"] == pytest.approx(float(loss.detach()), rel=1e-6)
     g, z_half, m_half = {}, {}, {}
     for n in names:
         rows = z[n].reshape(z[n].shape[0], -1)
@@ -339,7 +357,9 @@ def test_one_mcepl_iteration_by_hand(tiny_cfg: MakeCfg, topo_fn: Callable[[], To
         y_k = z_k + z_k.abs().mean() * torch.sign(z_k) * big_a
         m_k = my_thres(y_k.abs(), r)
         torch.testing.assert_close(a.z[n], z_k, rtol=1e-5, atol=1e-7)
-        assert torch.equal(a.z[n][big_a == 0], a.z[n][big_a == 0])
+        untouched = big_a == 0
+        assert untouched.any() and (~untouched).any()
+        assert torch.equal(a.z[n][untouched], z_half_algo[n][untouched])  # bit for bit
         torch.testing.assert_close(a.a_prev[n], big_a)
         assert torch.equal(a.m[n], m_k), n
         assert int(a.m[n].sum()) == exact_keep(a.m[n].numel(), r)
@@ -383,7 +403,7 @@ def test_run_inprocess_deterministic(tiny_cfg: MakeCfg) -> None:
         assert_same_state(snapshot(a), snapshot(b))
     r3 = run_inprocess(cfg.with_overrides(run={"seed": 1}), topo)
     assert strip_timing(r3.records) != rec1
-    assert any(r["train_loss"] != s["train_loss"] for r, s in zip(
+    assert any(r.get("train_loss") != s.get("train_loss") for r, s in zip(
         strip_timing(r3.records), rec1, strict=True) if r["round"] >= 1)
     assert any(not torch.equal(a.z[n], b.z[n]) for a, b in zip(
         r1.algorithms, r3.algorithms, strict=True) for n in a.z)

@@ -1,4 +1,4 @@
-"""`mcepl topology generate|check`: the argparse wiring, kept here so the main CLI stays small.
+"""`mcepl topology generate|check|compose`: the argparse wiring, kept here so the main CLI stays small.
 
 Every handler takes the parsed Namespace and returns an exit code: 0 on success, 2 on a usage or
 topology error, reported as one line on stderr (no traceback: these are user mistakes).
@@ -28,7 +28,7 @@ from .schema import Topology, TopologyError
 
 
 def add_topology_parser(subparsers: Any) -> Any:
-    """Register ``topology`` (with ``generate`` and ``check``) on the main CLI's subparsers.
+    """Register ``topology`` (``generate``, ``check``, ``compose``) on the main CLI's subparsers.
 
     Returns the ``topology`` sub-command action so the caller can register more sub-commands
     (e.g. ``compose``) next to these.
@@ -36,9 +36,9 @@ def add_topology_parser(subparsers: Any) -> Any:
     topo = subparsers.add_parser(
         "topology", help="generate or check a topology file",
         description="Create and validate topology files (nodes, addresses, retention ratios, "
-                    "undirected edges).")
+                    "undirected edges), and turn them into docker-compose files.")
     topo.set_defaults(func=lambda _args: _usage(topo))
-    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check}")
+    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose}")
 
     gen = sub.add_parser(
         "generate", help="write a new topology file",
@@ -86,6 +86,30 @@ def add_topology_parser(subparsers: Any) -> Any:
                     "first problem on one line to stderr and exits 2.")
     chk.add_argument("file", metavar="FILE", help="topology JSON file")
     chk.set_defaults(func=cmd_check)
+
+    comp = sub.add_parser(
+        "compose", help="write a docker-compose file (one service per node) for a topology",
+        description="Write a docker-compose file with a collector service and one node-<i> "
+                    "service per topology node, plus the files the containers read: the "
+                    "topology with container addresses (tcp://node-<i>:5555, bound on 0.0.0.0) "
+                    "and the config, in --run-dir (mounted read-only at /run/mcepl). The data "
+                    "set directory ($MCEPL_DATA on the host, default data.root or "
+                    "/usr/share/datasets/<dataset>) is mounted at /data; the run directory is "
+                    "written to ./results.")
+    comp.add_argument("file", metavar="TOPOLOGY", help="topology JSON file (any addresses)")
+    comp.add_argument("--config", metavar="FILE", default=None,
+                      help="experiment config TOML (default: built-in defaults)")
+    comp.add_argument("-o", "--output", metavar="FILE", default="docker-compose.yml",
+                      help="compose file to write (default docker-compose.yml)")
+    comp.add_argument("--run-dir", metavar="DIR", default=None,
+                      help="where the container topology.json and config.toml go (default: "
+                           "deploy/ next to the compose file)")
+    comp.add_argument("--image", metavar="NAME", default="mcepl:latest",
+                      help="image of every service (default mcepl:latest)")
+    comp.add_argument("--build", metavar="DIR", default=".",
+                      help="directory with the Dockerfile, relative to the compose file "
+                           "(default .); '' to leave the build section out")
+    comp.set_defaults(func=cmd_compose)
     return sub
 
 
@@ -164,6 +188,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     except TopologyError as e:
         return _fail(str(e))
     print(summarize(topo, args.file))
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    """Handle ``topology compose``."""
+    from mcepl.config import ConfigError, load_config
+
+    from .compose import write_compose
+
+    try:
+        topo = load_topology(args.file)
+        cfg = load_config(args.config)
+        files = write_compose(topo, cfg, args.output, run_dir=args.run_dir, image=args.image,
+                              build=args.build or None)
+    except (TopologyError, ConfigError) as e:
+        return _fail(str(e))
+    print(f"wrote {files.compose}: {files.nodes} node services and a collector; "
+          f"container files {files.topology} and {files.config}")
     return 0
 
 

@@ -5,7 +5,8 @@ Round k at node i: `local_step` takes the SGD step(s) from x_i and keeps the loc
 is sent; `incoming` then mixes the models received this round with W (Metropolis-Hastings by
 default, `mixing = "uniform"` for 1/(d_i+1)):
 
-- dsgd:      x_i ← Σ_{j∈Ñ_i} W_ij x_j + δ_i        (= Σ W_ij x_j - η ∇f_i(x_i), gradient before mixing)
+- dsgd:      x_i ← Σ_{j∈Ñ_i} W_ij x_j + δ_i
+             (= Σ W_ij x_j - η ∇f_i(x_i): the gradient is taken before mixing)
 - dsgd-prox: x_i ← x_i + δ_i - η μ (x_i - Σ_{j∈Ñ_i} W_ij x_j)
              (= x_i - η [∇f_i(x_i) + μ (x_i - Σ W_ij x_j)]); the neighbours' models in the
              proximal term are the ones received in this same round, i.e. their x_j at the

@@ -138,7 +138,8 @@ class IndMask(Algorithm):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"z": self.z, "m": self.m, "a_prev": self.a_prev,
+        # shallow copies: the tensors are replaced, never modified, as training goes on
+        return {"z": dict(self.z), "m": dict(self.m), "a_prev": dict(self.a_prev),
                 "sampler": self.sampler.state_dict(),
                 "last_loss": self.last_loss}
 
@@ -207,7 +208,7 @@ class MCEPL(IndMask):
         self.a_prev = a
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "m_half": self.m_half, "g": self.g}
+        return {**super().state_dict(), "m_half": dict(self.m_half), "g": dict(self.g)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

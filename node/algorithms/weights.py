@@ -141,7 +141,8 @@ def density(masks: Mapping[str, torch.Tensor]) -> float:
 
 
 # ---- payloads ------------------------------------------------------------------------------------
-def dense_payload(weights: Mapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor] | None = None,
+def dense_payload(weights: Mapping[str, torch.Tensor],
+                  extra: Mapping[str, torch.Tensor] | None = None,
                   kind: str = DENSE_KIND) -> Payload:
     """The full model, one float32 tensor per parameter (plus `extra` tensors at the end)."""
     tensors = {n: t.detach().to(torch.float32).cpu() for n, t in weights.items()}
