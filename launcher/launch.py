@@ -19,7 +19,8 @@ from mcepl.config import Config, dump_toml
 from mcepl.launcher.collector import Collector
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
-from mcepl.node.factory import default_run_id
+from mcepl.node.data import DatasetError
+from mcepl.node.factory import default_run_id, node_shard
 from mcepl.topology import Topology, save_topology
 
 
@@ -62,6 +63,15 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
             p.wait()
 
 
+def preflight(cfg: Config, topo: Topology) -> None:
+    """Find (or download, once) the data set and check the partition before starting N nodes,
+    so a missing file is one clear error instead of N failing processes racing to download."""
+    try:
+        node_shard(cfg, topo, 0)
+    except (DatasetError, ValueError, OSError) as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
            run_id: str | None = None) -> LaunchResult:
     """Run the whole network locally; returns the summary, raises LaunchError on a node failure."""
@@ -72,6 +82,7 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
     (run_dir / "config.toml").write_text(dump_toml(cfg))
     save_topology(topo, run_dir / "topology.json")
     run_id = run_id or default_run_id(cfg, topo)
+    preflight(cfg, topo)
     collector = Collector(run_dir, run_id, topo.num_nodes)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
     procs: list[subprocess.Popen] = []

@@ -104,6 +104,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir = Path(args.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{cfg.algorithm.name}")
+    if (run_dir / "metrics.jsonl").exists():
+        print(f"error: {run_dir} already holds a run (metrics.jsonl); choose another --out",
+              file=sys.stderr)
+        return 2
     if not args.quiet:
         print(f"mcepl {__version__}: {topo.num_nodes} nodes, {len(topo.edges)} edges, "
               f"{cfg.algorithm.name} on {cfg.data.dataset} with {cfg.model.name}, "

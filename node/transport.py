@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from mcepl.protocol import message_size
+from mcepl.protocol import message_size, zmtp_framing
+
+COLLECTOR = -1  # the peer id the metrics PUSH is counted under
 
 
 @dataclass
@@ -25,6 +27,8 @@ class ByteCounter:
     received: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
     msgs_sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
     msgs_received: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
+    # ZMTP framing ZeroMQ adds around what we sent (flags + length per frame; protocol.zmtp_framing)
+    framing_sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
 
     def total(self, table: dict[tuple[int, str], int], kind: str | None = None) -> int:
         return sum(v for (_, k), v in table.items() if kind is None or k == kind)
@@ -83,6 +87,7 @@ class NodeSockets:
         self.dealers[peer].send_multipart(list(frames), copy=False)
         self.counter.sent[(peer, kind)] += size
         self.counter.msgs_sent[(peer, kind)] += 1
+        self.counter.framing_sent[(peer, kind)] += zmtp_framing(frames)
         return size
 
     def reply(self, raw_id: bytes, frames: Sequence[bytes], peer: int,
@@ -91,11 +96,14 @@ class NodeSockets:
         self.router.send_multipart([raw_id, *frames])
         self.counter.sent[(peer, kind)] += message_size(frames)
         self.counter.msgs_sent[(peer, kind)] += 1
+        self.counter.framing_sent[(peer, kind)] += zmtp_framing(frames)  # routing id stays here
 
     def push_metrics(self, frames: Sequence[bytes]) -> None:
         if self.metrics is not None:
             self.metrics.send_multipart(list(frames))
-            self.counter.sent[(-1, "metrics")] += message_size(frames)
+            self.counter.sent[(COLLECTOR, "metrics")] += message_size(frames)
+            self.counter.msgs_sent[(COLLECTOR, "metrics")] += 1
+            self.counter.framing_sent[(COLLECTOR, "metrics")] += zmtp_framing(frames)
 
     def poll(self, timeout_ms: int) -> list[tuple[str, bytes | int, list[bytes]]]:
         """Everything readable within `timeout_ms`: ("router", raw routing id, frames) for

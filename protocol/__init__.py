@@ -4,12 +4,17 @@ from .bitpack import pack_mask, packed_nbytes, unpack_mask
 from .codecs import (
     DTYPE_NAMES,
     DTYPES_BY_NAME,
+    MASK_CODECS,
     Codec,
+    StatefulCodec,
     codec_for,
     codec_names,
     get_codec,
+    mask_codec_wire_name,
     register_codec,
 )
+from .delta import DEFAULT_KEY_INTERVAL, CodecState, DeltaCodec
+from .entropy import EntropyCodec
 from .errors import REASONS, ProtocolError
 from .message import (
     CONTROL_SCHEMAS,
@@ -22,36 +27,49 @@ from .message import (
     decode_message,
     decode_payload,
     encode_control,
+    encode_metrics,
     encode_payload,
+    mask_wire_stats,
     message_size,
+    zmtp_framing,
 )
 from .payload import WIRE_DTYPES, Payload
 
 __all__ = [
     "CONTROL_SCHEMAS",
+    "DEFAULT_KEY_INTERVAL",
     "DEFAULT_LIMITS",
     "DTYPES_BY_NAME",
     "DTYPE_NAMES",
     "FORMAT_VERSION",
+    "MASK_CODECS",
     "REASONS",
     "WIRE_DTYPES",
     "Codec",
+    "CodecState",
     "ControlMessage",
     "DataMessage",
+    "DeltaCodec",
+    "EntropyCodec",
     "Limits",
     "Message",
     "Payload",
     "ProtocolError",
+    "StatefulCodec",
     "codec_for",
     "codec_names",
     "decode_message",
     "decode_payload",
     "encode_control",
+    "encode_metrics",
     "encode_payload",
     "get_codec",
+    "mask_codec_wire_name",
+    "mask_wire_stats",
     "message_size",
     "pack_mask",
     "packed_nbytes",
     "register_codec",
     "unpack_mask",
+    "zmtp_framing",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .bitpack import _check_bytes, packed_nbytes
-from .codecs import Buffer, Codec, numel
+from .codecs import Buffer, Codec, numel, register_codec
 from .errors import ProtocolError
 
 MODE_RAW = 0
@@ -126,3 +126,6 @@ class EntropyCodec(Codec):
         shape = tuple(int(d) for d in shape)
         flat = decode_bits(data, numel(shape))
         return torch.from_numpy(np.ascontiguousarray(flat)).reshape(shape)
+
+
+register_codec(EntropyCodec())

@@ -29,7 +29,15 @@ from typing import Any
 import msgpack
 import torch
 
-from .codecs import DTYPE_NAMES, DTYPES_BY_NAME, codec_for, get_codec
+from .codecs import (
+    DTYPE_NAMES,
+    DTYPES_BY_NAME,
+    StatefulCodec,
+    codec_for,
+    get_codec,
+    mask_codec_wire_name,
+)
+from .delta import CodecState
 from .errors import ProtocolError
 from .payload import Payload
 
@@ -283,6 +291,26 @@ def message_size(frames: Sequence[Frame]) -> int:
     return sum(memoryview(f).nbytes for f in frames)
 
 
+def zmtp_framing(frames: Sequence[Frame]) -> int:
+    """Bytes ZeroMQ adds around these frames on a stream (tcp, ipc) connection (ZMTP 3.x).
+
+    Each frame travels as a flags byte, then its length in 1 byte (frames up to 255 bytes) or
+    8 bytes (longer), then the frame. A DEALER or PUSH sends exactly the frames it is given; a
+    ROUTER strips the routing-id frame before sending, so pass the frames without it. The
+    per-connection greeting (64 bytes each way) and READY handshake are not included."""
+    return sum(2 if memoryview(f).nbytes <= 255 else 9 for f in frames)
+
+
+def mask_wire_stats(payload: Payload, frames: Sequence[Frame]) -> tuple[int, int]:
+    """(mask entries, bytes of the mask frames) of an encoded payload (for bits per entry)."""
+    entries = nbytes = 0
+    for t, f in zip(payload.tensors.values(), frames[1:], strict=True):
+        if t.dtype == torch.bool:
+            entries += t.numel()
+            nbytes += memoryview(f).nbytes
+    return entries, nbytes
+
+
 def _unpack_header(buf: memoryview, limits: Limits) -> Any:
     if buf.nbytes > limits.max_header_bytes:
         raise _fail("oversize", f"header of {buf.nbytes} bytes > {limits.max_header_bytes}")
@@ -313,7 +341,7 @@ def _unpack_header(buf: memoryview, limits: Limits) -> Any:
 
 # --------------------------------------------------------------------------- decode
 
-def _decode(frames: Any, run_id: str, limits: Limits) -> Message:
+def _decode(frames: Any, run_id: str, limits: Limits, state: CodecState | None) -> Message:
     bufs = _as_buffers(frames, limits)
     header = _unpack_header(bufs[0], limits)
     t = _check_envelope(header, run_id, limits)
@@ -327,36 +355,47 @@ def _decode(frames: Any, run_id: str, limits: Limits) -> Message:
     if len(bufs) != 1 + len(specs):
         raise _fail("frames", f"header declares {len(specs)} tensors, got {len(bufs) - 1} frames")
     tensors: dict[str, torch.Tensor] = {}
+    updates: dict[str, Any] = {}
     for spec, buf in zip(specs, bufs[1:], strict=True):
         if buf.nbytes != spec.nbytes:
             reason = "truncated" if buf.nbytes < spec.nbytes else "length"
             raise _fail(reason, f"tensor {spec.name!r}: frame has {buf.nbytes} bytes, "
                                 f"header says {spec.nbytes}")
-        tensor = get_codec(spec.codec).decode(buf, spec.shape, spec.dtype)
+        codec = get_codec(spec.codec)
+        if isinstance(codec, StatefulCodec):
+            tensor, updates[spec.name] = codec.decode_with(spec.name, buf, spec.shape, spec.dtype,
+                                                           state)
+        else:
+            tensor = codec.decode(buf, spec.shape, spec.dtype)
         if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:  # codec bug guard
             raise _fail("shape", f"tensor {spec.name!r}: codec {spec.codec} returned "
                                  f"{tensor.dtype}{list(tensor.shape)}")
         tensors[spec.name] = tensor
     payload = Payload(kind=header["kind"], tensors=tensors)
+    if updates and state is not None:  # only a fully accepted message moves the references
+        state.commit(updates)
     return DataMessage(round=header["rnd"], phase=header["ph"], sender=header["src"],
                        payload=payload)
 
 
-def decode_message(frames: Sequence[Frame], *, run_id: str,
-                   limits: Limits = DEFAULT_LIMITS) -> Message:
-    """Decode one multipart message from the network; ProtocolError is the only exception."""
+def decode_message(frames: Sequence[Frame], *, run_id: str, limits: Limits = DEFAULT_LIMITS,
+                   state: CodecState | None = None) -> Message:
+    """Decode one multipart message from the network; ProtocolError is the only exception.
+
+    `state` is the receiving side's CodecState of the link the message came in on; it is needed
+    for delta-coded tensors and updated only when the whole message is accepted."""
     try:
-        return _decode(frames, run_id, limits)
+        return _decode(frames, run_id, limits, state)
     except ProtocolError:
         raise
     except Exception as e:  # a decoder bug or an input we did not foresee: still just a bad message
         raise ProtocolError("garbage", f"undecodable message ({type(e).__name__}: {e})") from e
 
 
-def decode_payload(frames: Sequence[Frame], *, run_id: str,
-                   limits: Limits = DEFAULT_LIMITS) -> DataMessage:
+def decode_payload(frames: Sequence[Frame], *, run_id: str, limits: Limits = DEFAULT_LIMITS,
+                   state: CodecState | None = None) -> DataMessage:
     """Like decode_message, but only a data message is acceptable."""
-    msg = decode_message(frames, run_id=run_id, limits=limits)
+    msg = decode_message(frames, run_id=run_id, limits=limits, state=state)
     if not isinstance(msg, DataMessage):
         raise ProtocolError("schema", f"expected a data message, got {msg.type!r}")
     return msg
@@ -376,8 +415,14 @@ def _pack_header(header: dict[str, Any], limits: Limits) -> bytes:
 
 def encode_payload(payload: Payload, *, run_id: str, round: int, phase: int, sender: int,
                    codec_overrides: dict[str, str] | None = None,
+                   mask_codec: str | None = None, state: CodecState | None = None,
                    limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
-    """Header frame + one frame per tensor; `codec_overrides` maps tensor name -> codec name.
+    """Header frame + one frame per tensor.
+
+    `mask_codec` picks the codec of every bool tensor (config name "raw"/"entropy"/"delta" or a
+    wire name; default raw bits); `codec_overrides` maps tensor name -> codec name and wins over
+    it. A stateful codec (delta) needs `state`, the sending side's CodecState of the link the
+    frames will travel on; it is updated once the whole message is encoded.
 
     Raises ValueError/TypeError when the message would be refused by a receiver using `limits`.
     """
@@ -385,21 +430,29 @@ def encode_payload(payload: Payload, *, run_id: str, round: int, phase: int, sen
     unknown = set(overrides) - set(payload.tensors)
     if unknown:
         raise ValueError(f"codec_overrides name tensors not in the payload: {sorted(unknown)}")
+    mask_wire = mask_codec_wire_name(mask_codec) if mask_codec is not None else None
     entries: list[list[Any]] = []
     frames: list[bytes] = []
+    updates: dict[str, Any] = {}
     for name, t in payload.tensors.items():
         if t.dtype not in DTYPE_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {t.dtype}, not a wire dtype")
-        if name in overrides:
+        cname = overrides.get(name) or (mask_wire if t.dtype == torch.bool else None)
+        if cname is not None:
             try:
-                codec = get_codec(overrides[name])
+                codec = get_codec(cname)
             except KeyError:
-                raise ValueError(f"unknown codec {overrides[name]!r} for {name!r}") from None
+                raise ValueError(f"unknown codec {cname!r} for {name!r}") from None
         else:
             codec = codec_for(t.dtype)
         if t.dtype not in codec.dtypes:
             raise ValueError(f"codec {codec.name!r} cannot carry {t.dtype} tensor {name!r}")
-        data = codec.encode(t)
+        if isinstance(codec, StatefulCodec):
+            if state is None:
+                raise ValueError(f"codec {codec.name!r} is stateful: pass the link's CodecState")
+            data, updates[name] = codec.encode_with(name, t, state)
+        else:
+            data = codec.encode(t)
         entries.append([name, DTYPE_NAMES[t.dtype], list(t.shape), codec.name, len(data)])
         frames.append(data)
     header = {"v": FORMAT_VERSION, "t": DATA, "run": run_id, "rnd": round, "ph": phase,
@@ -411,7 +464,27 @@ def encode_payload(payload: Payload, *, run_id: str, round: int, phase: int, sen
         raise ValueError(f"refusing to send: {e}") from None
     if sum(map(len, frames)) > limits.max_message_bytes:
         raise ValueError(f"message larger than {limits.max_message_bytes} bytes")
-    return [_pack_header(header, limits), *frames]
+    out = [_pack_header(header, limits), *frames]
+    if updates and state is not None:
+        state.commit(updates)
+    return out
+
+
+def encode_metrics(record: dict[str, Any], *, run_id: str, sender: int,
+                   size_key: str = "bytes_sent_metrics",
+                   limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+    """A metrics message whose record states its own size: `record[size_key]` is set to the
+    exact byte count of the message carrying it (the record is updated in place)."""
+    size = 0
+    for _ in range(8):  # msgpack int width grows at 128/256/65536...: converges in <= 3 steps
+        record[size_key] = size
+        frames = encode_control("metrics", {"record": record}, run_id=run_id, sender=sender,
+                                limits=limits)
+        new = message_size(frames)
+        if new == size:
+            return frames
+        size = new
+    raise RuntimeError("metrics record size did not converge")  # pragma: no cover
 
 
 def encode_control(t: str, body: dict[str, Any], *, run_id: str, sender: int,

@@ -222,6 +222,7 @@ def write_compose(topo: Topology, cfg: Any, output: str | Path, *,
     text = render_compose(ctopo, cfg, run_dir=_rel(rdir, base), image=image, build=build)
     try:
         rdir.mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
         save_topology(ctopo, rdir / "topology.json")
         (rdir / "config.toml").write_text(dump_toml(ccfg))
         tmp = output.with_name(f".{output.name}.tmp")

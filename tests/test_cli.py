@@ -1,0 +1,53 @@
+"""The `mcepl` command as a user meets it: help, one-line errors, the in-process launch, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mcepl.cli import main
+from mcepl.config import dump_toml
+
+
+@pytest.mark.parametrize("sub", [[], ["launch"], ["node"], ["collect"], ["report"],
+                                 ["topology", "generate"], ["topology", "check"]])
+def test_help(sub: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*sub, "--help"])
+    assert exc.value.code == 0
+    assert "usage: mcepl" in capsys.readouterr().out
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nrounds = 'many'\n")
+    assert main(["launch", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run.rounds" in err and str(bad) in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_nodes_with_topology_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    topo = tmp_path / "t.json"
+    assert main(["topology", "generate", "--kind", "ring", "--nodes", "3", "-o", str(topo)]) == 0
+    assert main(["launch", "--topology", str(topo), "--nodes", "4"]) == 2
+    assert "--nodes" in capsys.readouterr().err
+
+
+def test_inprocess_launch_and_report(tmp_path: Path, tiny_cfg,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(dump_toml(tiny_cfg({"run": {"rounds": 2, "eval_every": 1}})))
+    out = tmp_path / "run"
+    assert main(["launch", "--inprocess", "--config", str(cfg_path), "--nodes", "3",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nodes"] == 3 and summary["rounds"] == 2 and summary["driver"] == "inprocess"
+    # a second launch into the same directory must not overwrite it
+    assert main(["launch", "--inprocess", "--config", str(cfg_path), "--nodes", "3",
+                 "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 0
+    assert "mean test accuracy" in capsys.readouterr().out
