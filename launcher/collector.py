@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from mcepl.protocol import ControlMessage, ProtocolError, decode_message
+from mcepl.protocol import ControlMessage, ProtocolError, decode_message, message_size
 
 log = logging.getLogger("mcepl.collector")
 
@@ -28,6 +28,9 @@ class NodeStatus:
     done: bool = False
     status: str = ""
     reason: str = ""
+    bytes_metrics: int = 0  # bytes of metrics messages received from the node (records)
+    msgs_metrics: int = 0
+    bytes_bye: int = 0  # bytes of its bye message
 
 
 @dataclass
@@ -95,7 +98,9 @@ class Collector:
         if not isinstance(msg, ControlMessage) or st is None:
             self.state.dropped += 1
             return 0
+        size = message_size(frames)
         if msg.type == "bye":
+            st.bytes_bye += size
             st.done, st.status = True, str(msg.body.get("status", ""))
             st.reason = str(msg.body.get("reason", ""))
             return 0
@@ -106,6 +111,8 @@ class Collector:
         if rec.get("node") != msg.sender or not isinstance(rec.get("round"), int):
             self.state.dropped += 1
             return 0
+        st.bytes_metrics += size
+        st.msgs_metrics += 1
         st.round = max(st.round, rec["round"])
         st.bytes_sent += int(rec.get("bytes_sent", 0))
         if isinstance(rec.get("test_acc"), float):
@@ -115,6 +122,13 @@ class Collector:
 
     def close(self) -> None:
         self.out.close()
+        # what the collector itself received per node (kind "metrics"), for the summary
+        received = {str(i): {"metrics": st.bytes_metrics, "metrics_msgs": st.msgs_metrics,
+                             "bye": st.bytes_bye} for i, st in sorted(self.state.nodes.items())}
+        tmp = self.path.with_name("collector.json.tmp")
+        tmp.write_text(json.dumps({"received": received, "dropped": self.state.dropped},
+                                  indent=1, sort_keys=True))
+        tmp.replace(self.path.with_name("collector.json"))
         self.sock.close()
         self.zctx.term()
 

@@ -65,6 +65,9 @@ def _add_common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N")
     p.add_argument("--transport", choices=["tcp", "ipc"],
                    help="rewrite addresses to this transport")
+    p.add_argument("--codec", choices=["raw", "entropy", "delta"],
+                   help="mask codec on the wire (run.codec): raw = 1 bit per entry, entropy "
+                        "= ~H(r) bits per entry, delta = change since the last mask sent")
     p.add_argument("--out", help="run directory (default runs/<time>-<algorithm>)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary output")
 
@@ -74,7 +77,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, Topology]:
     cfg = load_config(args.config)
     cfg = cfg.with_overrides(
         run={"rounds": args.rounds, "seed": args.seed, "eval_every": args.eval_every,
-             "device": args.device},
+             "device": args.device, "codec": getattr(args, "codec", None)},
         data={"dataset": args.dataset, "root": args.data_dir},
         model={"name": args.model},
         algorithm={"name": args.algorithm} if args.algorithm else {},
@@ -172,6 +175,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
         return 2
     run_id = args.run_id or default_run_id(cfg, topo)
     run_dir = Path(args.out)
+    if (run_dir / "metrics.jsonl").exists():
+        print(f"error: {run_dir} already holds a run (metrics.jsonl); choose another --out",
+              file=sys.stderr)
+        return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_toml(cfg))
     save_topology(topo, run_dir / "topology.json")
@@ -207,29 +214,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcepl.launcher.report import (
-        format_summary,
-        plot_accuracy,
-        plot_accuracy_vs_bytes,
-        read_metrics,
-        write_report,
-    )
+    from mcepl.launcher.report import format_summary, write_comparison, write_report
 
-    runs = {}
     for d in args.runs:
         try:
             s = write_report(Path(d))
-            runs[f"{s.get('algorithm', Path(d).name)} ({Path(d).name})"] = read_metrics(Path(d))
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"== {d}\n{format_summary(s)}")
-    if len(runs) > 1:
+        print(f"== {d}\n{format_summary(s)}\nreport: {Path(d) / 'report.md'}")
+    if len(args.runs) > 1:
         out = Path(args.out or "report")
-        out.mkdir(parents=True, exist_ok=True)
-        plot_accuracy(runs, out / "accuracy.png")
-        plot_accuracy_vs_bytes(runs, out / "accuracy_vs_bytes.png")
-        print(f"comparison plots in {out}")
+        write_comparison([Path(d) for d in args.runs], out)
+        print(f"comparison: {out / 'report.md'} (plots and comparison.csv beside it)")
     return 0
 
 
@@ -265,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_topology_parser(sub)
 
-    p = sub.add_parser("report", help="summary and plots from run directories")
+    p = sub.add_parser("report", help="summary, tables and plots from run directories",
+                       description="For each run directory write summary.json, report.md, "
+                                   "bytes_per_node.csv/.md, accuracy_per_round.csv, "
+                                   "accuracy.png and accuracy_vs_bytes.png into it; with "
+                                   "several runs also comparison plots and tables in --out.")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", help="where comparison plots go when several runs are given")
     p.set_defaults(func=cmd_report)

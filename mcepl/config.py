@@ -56,6 +56,7 @@ class RunConfig:
     eval_batch_size: int = 1000
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
+    codec: str = "raw"  # mask codec on the wire: raw (1 bit/entry), entropy, delta
 
 
 @dataclass
@@ -162,6 +163,7 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     from mcepl.node.data import KNOWN_DATASETS as DATASETS
     from mcepl.node.data import PARTITIONS
     from mcepl.node.models import MODELS, WEIGHT_INITS
+    from mcepl.protocol import MASK_CODECS
 
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected a TOML document")
@@ -187,6 +189,7 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     _check_choice(f"{source}: data.partition", data.partition, PARTITIONS)
     _check_choice(f"{source}: model.name", model.name, MODELS)
     _check_choice(f"{source}: model.weight_init", model.weight_init, WEIGHT_INITS)
+    _check_choice(f"{source}: run.codec", run.codec, MASK_CODECS)
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,

@@ -8,6 +8,7 @@ those the sockets would carry (minus ZeroMQ's own framing).
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,15 @@ from mcepl.config import Config
 from mcepl.node.algorithms import Algorithm
 from mcepl.node.evaluation import accuracy, is_eval_round
 from mcepl.node.factory import all_shards, build_algorithm, default_run_id
-from mcepl.protocol import decode_message, encode_payload, message_size
+from mcepl.protocol import (
+    CodecState,
+    decode_message,
+    encode_payload,
+    format_peer_bytes,
+    mask_wire_stats,
+    message_size,
+    zmtp_framing,
+)
 from mcepl.topology import Topology
 
 RoundCallback = Callable[[int, list[dict[str, Any]]], None]
@@ -53,9 +62,15 @@ def _run(cfg: Config, topo: Topology, run_id: str,
     algos = [build_algorithm(cfg, topo, n.id, shards[n.id]) for n in topo.nodes]
     result = InProcessResult(algorithms=algos)
     rounds = cfg.run.rounds
+    # the mask codec's per-link state, one per ordered pair and direction, as the nodes hold it
+    tx: dict[tuple[int, int], CodecState] = defaultdict(CodecState)
+    rx: dict[tuple[int, int], CodecState] = defaultdict(CodecState)
     for rnd in range(rounds + 1):
         stats = [{"bytes_sent": 0, "bytes_received": 0, "msgs_sent": 0, "msgs_received": 0,
-                  "compute_s": 0.0} for _ in algos]
+                  "mask_entries": 0, "mask_bytes": 0, "compute_s": 0.0, "encode_s": 0.0,
+                  "decode_s": 0.0} for _ in algos]
+        peers: list[dict[tuple[int, str], list[int]]] = [defaultdict(lambda: [0, 0, 0])
+                                                         for _ in algos]
         if rnd >= 1:
             for i, algo in enumerate(algos):
                 t0 = time.perf_counter()
@@ -70,15 +85,26 @@ def _run(cfg: Config, topo: Topology, run_id: str,
                 t0 = time.perf_counter()
                 out = algo.outgoing(rnd, phase)
                 stats[i]["compute_s"] += time.perf_counter() - t0
-                for j, payload in out.items():
+                for j, payload in sorted(out.items()):
+                    t0 = time.perf_counter()
                     frames = encode_payload(payload, run_id=run_id, round=rnd, phase=phase,
-                                            sender=i)
+                                            sender=i, mask_codec=cfg.run.codec, state=tx[i, j])
+                    t1 = time.perf_counter()
+                    msg = decode_message(frames, run_id=run_id, state=rx[i, j])
+                    stats[j]["decode_s"] += time.perf_counter() - t1
+                    stats[i]["encode_s"] += t1 - t0
                     size = message_size(frames)
-                    msg = decode_message(frames, run_id=run_id)
+                    entries, nbytes = mask_wire_stats(payload, frames)
+                    stats[i]["mask_entries"] += entries
+                    stats[i]["mask_bytes"] += nbytes
                     stats[i]["bytes_sent"] += size
                     stats[i]["msgs_sent"] += 1
                     stats[j]["bytes_received"] += size
                     stats[j]["msgs_received"] += 1
+                    sent, got = peers[i][j, "data"], peers[j][i, "data"]
+                    sent[0] += size
+                    sent[2] += zmtp_framing(frames)
+                    got[1] += size
                     inbox[j][i] = msg.payload
             for i, algo in enumerate(algos):
                 want = set(algo.expected(rnd, phase))
@@ -93,6 +119,12 @@ def _run(cfg: Config, topo: Topology, run_id: str,
         records = []
         for i, algo in enumerate(algos):
             rec: dict[str, Any] = {"round": rnd, "node": i, **stats[i], **algo.stats()}
+            for key in ("encode_s", "decode_s"):
+                rec[key] = round(rec[key], 6)
+            if rec["mask_entries"]:
+                rec["bits_per_entry"] = 8 * rec["mask_bytes"] / rec["mask_entries"]
+            if peers[i]:
+                rec["peer_bytes"] = format_peer_bytes({k: tuple(v) for k, v in peers[i].items()})
             if is_eval_round(rnd, cfg.run.eval_every, rounds):
                 sh = shards[i]
                 rec["test_acc"] = accuracy(algo.predict, sh.test_x, sh.test_y,

@@ -19,12 +19,20 @@ from mcepl.node.algorithms import Algorithm
 from mcepl.node.evaluation import accuracy, is_eval_round
 from mcepl.node.transport import NodeSockets, parse_routing_id
 from mcepl.protocol import (
+    DEFAULT_LIMITS,
+    CodecState,
     ControlMessage,
     DataMessage,
     ProtocolError,
+    StatefulCodec,
     decode_message,
     encode_control,
+    encode_metrics,
     encode_payload,
+    format_peer_bytes,
+    get_codec,
+    mask_codec_wire_name,
+    mask_wire_stats,
 )
 from mcepl.protocol.payload import Payload
 from mcepl.topology import Topology
@@ -53,6 +61,14 @@ class NodeRuntime:
         self.acked: set[int] = set()
         self.greeted: set[int] = set()
         self.pos = (0, 0)  # (round, phase) being collected
+        # mask codec and its per-link state: one CodecState per neighbour and direction
+        self.codec = cfg.run.codec
+        self.codec_stateful = isinstance(get_codec(mask_codec_wire_name(self.codec)),
+                                         StatefulCodec)
+        self.tx_codec = {j: CodecState() for j in self.neighbors}
+        self.rx_codec = {j: CodecState() for j in self.neighbors}
+        self.mask_entries = self.mask_bytes = 0  # masks handed to the transport (cumulative)
+        self.encode_s = self.decode_s = 0.0
 
     # ------------------------------------------------------------------ handshake
     def handshake(self) -> None:
@@ -101,12 +117,15 @@ class NodeRuntime:
             self.dropped["unknown_sender"] += 1
             log.warning("node %d: dropped a message from unknown sender %r", self.id, raw_id[:16])
             return
+        t0 = time.perf_counter()
         try:
-            msg = decode_message(frames, run_id=self.run_id)
+            msg = decode_message(frames, run_id=self.run_id, state=self.rx_codec[peer])
         except ProtocolError as exc:
             self.sock.counter.received[(peer, "data")] += size
             self._drop(f"malformed_{exc.reason}", peer, exc)
             return
+        finally:
+            self.decode_s += time.perf_counter() - t0
         kind = "data" if isinstance(msg, DataMessage) else "control"
         self.sock.counter.received[(peer, kind)] += size
         self.sock.counter.msgs_received[(peer, kind)] += 1
@@ -160,9 +179,18 @@ class NodeRuntime:
     def exchange(self, rnd: int, phase: int) -> dict[int, Payload]:
         """Send this phase's messages, then collect exactly one from each expected peer."""
         self.pos = (rnd, phase)
+        cache: dict[int, tuple[list[bytes], tuple[int, int]]] = {}  # one encoding per broadcast
         for j, payload in sorted(self.algo.outgoing(rnd, phase).items()):
-            frames = encode_payload(payload, run_id=self.run_id, round=rnd, phase=phase,
-                                    sender=self.id)
+            t0 = time.perf_counter()
+            if self.codec_stateful or id(payload) not in cache:
+                frames = encode_payload(payload, run_id=self.run_id, round=rnd, phase=phase,
+                                        sender=self.id, mask_codec=self.codec,
+                                        state=self.tx_codec[j])
+                cache[id(payload)] = (frames, mask_wire_stats(payload, frames))
+            frames, (entries, nbytes) = cache[id(payload)]
+            self.encode_s += time.perf_counter() - t0
+            self.mask_entries += entries
+            self.mask_bytes += nbytes
             self.sock.send(j, frames, kind="data")
         want = set(self.algo.expected(rnd, phase))
         deadline = time.monotonic() + self.cfg.run.round_timeout_s
@@ -186,11 +214,15 @@ class NodeRuntime:
         return {j: got[j][0] for j in sorted(want)}
 
     def run(self, start_round: int = 0) -> None:
-        """Handshake, then rounds `start_round`..R; metrics go to the collector each round."""
+        """Handshake, then rounds `start_round`..R; metrics go to the collector each round.
+
+        The first round's record also carries the handshake's bytes (kind "control")."""
+        before = self._snapshot()
         self.handshake()
         rounds = self.cfg.run.rounds
         for rnd in range(start_round, rounds + 1):
-            before = self._snapshot()
+            if rnd > start_round:
+                before = self._snapshot()
             compute = comm = 0.0
             t0 = time.perf_counter()
             if rnd >= 1:
@@ -209,22 +241,42 @@ class NodeRuntime:
             for key in [k for k in self.buffer if k < self.pos]:
                 self.dropped["stale"] += len(self.buffer.pop(key))
             record = self._record(rnd, before, compute, comm)
-            self.sock.push_metrics(encode_control("metrics", {"record": record},
-                                                  run_id=self.run_id, sender=self.id))
+            # the record states the size of the metrics message carrying it
+            self.sock.push_metrics(encode_metrics(record, run_id=self.run_id, sender=self.id))
 
-    def _snapshot(self) -> dict[str, int]:
+    def _snapshot(self) -> dict[str, Any]:
         c = self.sock.counter
         # received = what this round's merge used (deterministic); the transport's raw arrival
         # counts, dropped messages included, are in the counter for the full bill
-        return {"bytes_sent": c.total(c.sent, "data"), "bytes_received": self.used_bytes,
-                "msgs_sent": c.total(c.msgs_sent, "data"), "msgs_received": self.used_msgs,
-                "control_bytes": c.total(c.sent, "control") + c.total(c.received, "control")}
+        snap: dict[str, Any] = {
+            "bytes_sent": c.total(c.sent, "data"), "bytes_received": self.used_bytes,
+            "msgs_sent": c.total(c.msgs_sent, "data"), "msgs_received": self.used_msgs,
+            "control_bytes": c.total(c.sent, "control") + c.total(c.received, "control"),
+            "bytes_sent_control": c.total(c.sent, "control"),
+            "bytes_received_control": c.total(c.received, "control"),
+            "bytes_arrived_data": c.total(c.received, "data"),
+            "mask_entries": self.mask_entries, "mask_bytes": self.mask_bytes,
+        }
+        snap["_peers"] = {(j, kind): (c.sent.get((j, kind), 0), c.received.get((j, kind), 0),
+                                      c.framing_sent.get((j, kind), 0))
+                          for j in sorted(self.neighbors) for kind in ("data", "control")}
+        snap["_codec_s"] = (self.encode_s, self.decode_s)
+        return snap
 
-    def _record(self, rnd: int, before: dict[str, int], compute: float,
+    def _record(self, rnd: int, before: dict[str, Any], compute: float,
                 comm: float) -> dict[str, Any]:
         now = self._snapshot()
         rec: dict[str, Any] = {"round": rnd, "node": self.id}
-        rec.update({k: now[k] - before[k] for k in now})
+        rec.update({k: now[k] - before[k] for k in now if not k.startswith("_")})
+        if rec["mask_entries"]:
+            rec["bits_per_entry"] = 8 * rec["mask_bytes"] / rec["mask_entries"]
+        peers = format_peer_bytes(
+            {key: tuple(a - b for a, b in zip(val, before["_peers"][key], strict=True))
+             for key, val in now["_peers"].items()})
+        if len(peers) <= DEFAULT_LIMITS.max_str_len:  # else too many peers for one string
+            rec["peer_bytes"] = peers
+        rec["encode_s"] = round(now["_codec_s"][0] - before["_codec_s"][0], 6)
+        rec["decode_s"] = round(now["_codec_s"][1] - before["_codec_s"][1], 6)
         rec["compute_s"] = round(compute, 6)
         rec["comm_s"] = round(comm, 6)
         rec.update(self.algo.stats())

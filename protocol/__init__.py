@@ -1,5 +1,13 @@
 """The wire format: message envelope, mask bit-packing, tensor codecs, defensive decoding."""
 
+from .accounting import (
+    binary_entropy,
+    format_peer_bytes,
+    mask_wire_stats,
+    parse_peer_bytes,
+    zmtp_connection_overhead,
+    zmtp_framing,
+)
 from .bitpack import pack_mask, packed_nbytes, unpack_mask
 from .codecs import (
     DTYPE_NAMES,
@@ -29,9 +37,7 @@ from .message import (
     encode_control,
     encode_metrics,
     encode_payload,
-    mask_wire_stats,
     message_size,
-    zmtp_framing,
 )
 from .payload import WIRE_DTYPES, Payload
 
@@ -56,6 +62,7 @@ __all__ = [
     "Payload",
     "ProtocolError",
     "StatefulCodec",
+    "binary_entropy",
     "codec_for",
     "codec_names",
     "decode_message",
@@ -63,13 +70,16 @@ __all__ = [
     "encode_control",
     "encode_metrics",
     "encode_payload",
+    "format_peer_bytes",
     "get_codec",
     "mask_codec_wire_name",
     "mask_wire_stats",
     "message_size",
     "pack_mask",
+    "parse_peer_bytes",
     "packed_nbytes",
     "register_codec",
     "unpack_mask",
+    "zmtp_connection_overhead",
     "zmtp_framing",
 ]

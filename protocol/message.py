@@ -291,26 +291,6 @@ def message_size(frames: Sequence[Frame]) -> int:
     return sum(memoryview(f).nbytes for f in frames)
 
 
-def zmtp_framing(frames: Sequence[Frame]) -> int:
-    """Bytes ZeroMQ adds around these frames on a stream (tcp, ipc) connection (ZMTP 3.x).
-
-    Each frame travels as a flags byte, then its length in 1 byte (frames up to 255 bytes) or
-    8 bytes (longer), then the frame. A DEALER or PUSH sends exactly the frames it is given; a
-    ROUTER strips the routing-id frame before sending, so pass the frames without it. The
-    per-connection greeting (64 bytes each way) and READY handshake are not included."""
-    return sum(2 if memoryview(f).nbytes <= 255 else 9 for f in frames)
-
-
-def mask_wire_stats(payload: Payload, frames: Sequence[Frame]) -> tuple[int, int]:
-    """(mask entries, bytes of the mask frames) of an encoded payload (for bits per entry)."""
-    entries = nbytes = 0
-    for t, f in zip(payload.tensors.values(), frames[1:], strict=True):
-        if t.dtype == torch.bool:
-            entries += t.numel()
-            nbytes += memoryview(f).nbytes
-    return entries, nbytes
-
-
 def _unpack_header(buf: memoryview, limits: Limits) -> Any:
     if buf.nbytes > limits.max_header_bytes:
         raise _fail("oversize", f"header of {buf.nbytes} bytes > {limits.max_header_bytes}")

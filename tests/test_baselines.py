@@ -317,6 +317,18 @@ def test_checks_reject_wrong_names_shapes_dtypes_lengths() -> None:
             check_dense(p, x)
 
 
+def test_messages_off_the_schedule_are_rejected() -> None:
+    dsgd = build(DSGD, PATH3)
+    good = dsgd[1].outgoing(1, 0)[0]
+    dsgd[0].check(1, 0, 1, good)
+    for rnd, phase, sender in [(0, 0, 1), (1, 1, 1), (1, 0, 0), (1, 0, 7)]:
+        with pytest.raises(ValueError, match="expects no message"):
+            dsgd[0].check(rnd, phase, sender, good)
+    ind = build(IndWeiPru, PATH3)
+    with pytest.raises(ValueError, match="expects no message"):
+        ind[0].check(1, 0, 1, sparse_payload(ind[1].x, ind[1].m))
+
+
 # ---- fedavg --------------------------------------------------------------------------------------
 def test_fedavg_weights_by_sample_count() -> None:
     models = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([4.0, 8.0])}]
@@ -350,6 +362,11 @@ def test_fedavg_round_is_a_sample_weighted_average_everyone_adopts() -> None:
             torch.testing.assert_close(a.x[n], want)
     with pytest.raises(ValueError):  # a client does not take models from another client
         algos[1].check(1, 1, 2, algos[0].outgoing(1, 1)[1])
+    upload = algos[1].outgoing(2, 0)[0]
+    algos[0].check(2, 0, 1, upload)
+    zero = Payload(upload.kind, {**upload.tensors, "n_samples": torch.tensor([0])})
+    with pytest.raises(ValueError, match="n_samples"):
+        algos[0].check(2, 0, 1, zero)
 
 
 def test_fedavg_refuses_a_topology_that_is_not_a_star_at_0() -> None:

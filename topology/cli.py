@@ -1,4 +1,4 @@
-"""`mcepl topology generate|check|compose`: the argparse wiring, kept here so the main CLI stays small.
+"""`mcepl topology generate|check|compose`: the argparse wiring, kept out of the main CLI.
 
 Every handler takes the parsed Namespace and returns an exit code: 0 on success, 2 on a usage or
 topology error, reported as one line on stderr (no traceback: these are user mistakes).

@@ -16,8 +16,8 @@ From a topology and a config this writes three files:
 on the inputs and on the paths relative to the compose file, so regenerating from the written
 ``<run-dir>/topology.json`` and ``config.toml`` reproduces every file byte for byte.
 
-YAML is written by a small emitter here (block mappings, lists of scalars on one line when short, every string
-double-quoted with JSON escapes, which YAML reads the same way), so PyYAML is not needed.
+YAML is written by a small emitter here (block mappings, lists of scalars on one line when short,
+every string double-quoted with JSON escapes, which YAML reads the same way): no PyYAML needed.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ class DSGD(WeightAlgorithm):
         return self.broadcast(dense_payload(self.x))
 
     def check(self, rnd: int, phase: int, sender: int, payload: Payload) -> None:
+        self.check_schedule(rnd, phase, sender)
         check_dense(payload, self.x)
 
     def mixed(self, msgs: dict[int, Payload]) -> Weights:

@@ -95,15 +95,13 @@ class FedAvg(WeightAlgorithm):
         return {}
 
     def check(self, rnd: int, phase: int, sender: int, payload: Payload) -> None:
-        if phase == 0 and self.is_hub:
+        self.check_schedule(rnd, phase, sender)
+        if phase == 0:
             check_dense(payload, self.x, kind=UPLOAD_KIND, extra={COUNT: ((1,), torch.int64)})
-            if int(payload.tensors[COUNT][0]) < 0:
-                raise ValueError(f"{COUNT} is negative: {int(payload.tensors[COUNT][0])}")
-        elif phase == 1 and not self.is_hub and sender == HUB:
-            check_dense(payload, self.x)
+            if int(payload.tensors[COUNT][0]) <= 0:
+                raise ValueError(f"{COUNT} must be positive, got {int(payload.tensors[COUNT][0])}")
         else:
-            raise ValueError(f"fedavg: node {self.ctx.node_id} expects no message from node "
-                             f"{sender} in phase {phase}")
+            check_dense(payload, self.x)
 
     def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
         if phase == 0 and self.is_hub:

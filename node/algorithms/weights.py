@@ -280,6 +280,12 @@ class WeightAlgorithm(Algorithm):
     def local_step(self, rnd: int) -> None:
         self.train()
 
+    def check_schedule(self, rnd: int, phase: int, sender: int) -> None:
+        """ValueError for a message this node never waits for (wrong round, phase or sender)."""
+        if not (0 <= phase < self.phases(rnd) and sender in self.expected(rnd, phase)):
+            raise ValueError(f"{self.name}: node {self.ctx.node_id} expects no message from node "
+                             f"{sender} in round {rnd} phase {phase}")
+
     # -- defaults for methods that talk to nobody --
     def outgoing(self, rnd: int, phase: int) -> dict[int, Payload]:
         return {}
@@ -331,6 +337,7 @@ class SparseWeightAlgorithm(WeightAlgorithm):
         return self.broadcast(sparse_payload(self.x, self.m))
 
     def check(self, rnd: int, phase: int, sender: int, payload: Payload) -> None:
+        self.check_schedule(rnd, phase, sender)
         check_sparse(payload, self.x, self.layers)
 
     def received(self, msgs: dict[int, Payload]) -> list[tuple[Weights, Masks]]:
