@@ -216,9 +216,11 @@ def load_config(path: str | Path | None) -> Config:
         return config_from_dict({}, source="<defaults>")
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): is this a TOML file?") from None
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
