@@ -1,7 +1,8 @@
 """The metrics collector: a PULL socket that writes each node's per-round records to metrics.jsonl.
 
 Used inside `mcepl launch` and alone as `mcepl collect` (nodes on separate machines). Every line
-is flushed as it arrives, so a crash or Ctrl-C never loses what was already received.
+is flushed as it arrives, so a crash or Ctrl-C never loses what was already received. On close it
+writes `collector.json`: the bytes it received from each node (records and bye), for the bill.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class NodeStatus:
     test_acc: float | None = None
     bytes_sent: int = 0
     done: bool = False
+    rounds_seen: set[int] = field(default_factory=set)
     status: str = ""
     reason: str = ""
     bytes_metrics: int = 0  # bytes of metrics messages received from the node (records)
@@ -37,6 +39,7 @@ class NodeStatus:
 class CollectorState:
     nodes: dict[int, NodeStatus] = field(default_factory=dict)
     dropped: int = 0
+    duplicates: int = 0  # records of a round already received (a resumed node redoing it)
 
     def min_round(self) -> int:
         return min((s.round for s in self.nodes.values()), default=-1)
@@ -113,6 +116,10 @@ class Collector:
             return 0
         st.bytes_metrics += size
         st.msgs_metrics += 1
+        if rec["round"] in st.rounds_seen:  # a node that resumed redid a round: keep the first
+            self.state.duplicates += 1
+            return 0
+        st.rounds_seen.add(rec["round"])
         st.round = max(st.round, rec["round"])
         st.bytes_sent += int(rec.get("bytes_sent", 0))
         if isinstance(rec.get("test_acc"), float):

@@ -22,6 +22,7 @@ from mcepl.launcher.report import format_summary, write_report
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import default_run_id, node_shard
 from mcepl.topology import Topology, save_topology
+from mcepl.topology.keys import generate_keys, key_paths
 
 
 class LaunchError(RuntimeError):
@@ -35,10 +36,12 @@ class LaunchResult:
     wall_s: float
 
 
-def node_command(i: int, run_dir: Path, collector: str, run_id: str) -> list[str]:
+def node_command(i: int, run_dir: Path, collector: str, run_id: str,
+                 key: Path | None = None) -> list[str]:
     return [sys.executable, "-m", "mcepl.node.main", "--topology", str(run_dir / "topology.json"),
             "--config", str(run_dir / "config.toml"), "--id", str(i), "--collector", collector,
-            "--run-id", run_id]
+            "--run-id", run_id, "--checkpoint-dir", str(run_dir / "checkpoints"),
+            *(["--key", str(key)] if key is not None else [])]
 
 
 def _last_line(path: Path) -> str:
@@ -73,13 +76,22 @@ def preflight(cfg: Config, topo: Topology) -> None:
 
 
 def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
-           run_id: str | None = None) -> LaunchResult:
-    """Run the whole network locally; returns the summary, raises LaunchError on a node failure."""
+           run_id: str | None = None, secure: bool = False) -> LaunchResult:
+    """Run the whole network locally; returns the summary, raises LaunchError on a node failure.
+
+    ``secure``: a fresh CURVE key pair per node in ``run_dir/keys`` (secret files 0600), public
+    keys in the run's topology.json, each node given its secret key (``--key``)."""
     run_dir = Path(run_dir)
     if (run_dir / "metrics.jsonl").exists():
         raise LaunchError(f"{run_dir} already holds a run (metrics.jsonl); choose another --out")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_toml(cfg))
+    if secure:
+        topo = generate_keys(topo, run_dir / "keys")
+    elif topo.secure:
+        raise LaunchError("the topology has CURVE public keys, but a local launch only knows the "
+                          "secret keys it makes itself: pass --secure (fresh keys in "
+                          f"{run_dir / 'keys'}) or remove the public_key entries")
     save_topology(topo, run_dir / "topology.json")
     run_id = run_id or default_run_id(cfg, topo)
     preflight(cfg, topo)
@@ -94,7 +106,9 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
         for n in topo.nodes:
             log = open(run_dir / "logs" / f"node-{n.id}.log", "w")  # noqa: SIM115
             logs.append(log)
-            procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id),
+            key = key_paths(run_dir / "keys", n.id)[1] if secure else None
+            procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
+                                                       key),
                                           stdout=log, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True))
         with progress:

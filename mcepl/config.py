@@ -56,6 +56,7 @@ class RunConfig:
     eval_batch_size: int = 1000
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
+    checkpoint: bool = True  # each node writes its state after every round (for --resume)
     codec: str = "raw"  # mask codec on the wire: raw (1 bit/entry), entropy, delta
 
 

@@ -9,10 +9,12 @@ import sys
 import torch
 
 from mcepl.config import Config, ConfigError, load_config
+from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
 from mcepl.node.factory import build_algorithm, default_run_id, node_shard
 from mcepl.node.runtime import NodeError, NodeRuntime
-from mcepl.node.transport import NodeSockets
+from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
+from mcepl.topology.keys import KeyFileError
 
 log = logging.getLogger("mcepl.node")
 
@@ -31,6 +33,15 @@ def add_node_parser(sub: argparse._SubParsersAction) -> None:
                                                   "from the config and topology)")
     p.add_argument("--bind", default=None, help="address to bind if different from the advertised "
                                                 "one in the topology, e.g. tcp://0.0.0.0:5555")
+    p.add_argument("--checkpoint-dir", default="checkpoints",
+                   help="where this node writes its state after every round, and --resume reads "
+                        "it (default ./checkpoints; run.checkpoint = false turns writing off)")
+    p.add_argument("--resume", action="store_true",
+                   help="rejoin a running network from this node's last checkpoint after a crash")
+    p.add_argument("--key", default=None, metavar="FILE",
+                   help="this node's CURVE secret key file (node-<i>.key_secret, from `mcepl "
+                        "topology keys`); required when the topology has public keys: traffic "
+                        "between nodes is then encrypted and only neighbours' keys are accepted")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_node)
 
@@ -47,12 +58,28 @@ def cmd_node(args: argparse.Namespace) -> int:
     except (ConfigError, TopologyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        curve = CurveConfig.for_node(topo, args.id, args.key)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_id = args.run_id or default_run_id(cfg, topo)
-    return run_node(cfg, topo, args.id, run_id, args.collector, args.bind)
+    resume_state = None
+    if args.resume:
+        try:
+            resume_state = load_checkpoint(checkpoint_path(args.checkpoint_dir, args.id),
+                                           run_id=run_id, config_hash=cfg.hash(), node_id=args.id)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    ckpt_dir = args.checkpoint_dir if cfg.run.checkpoint or args.resume else None
+    return run_node(cfg, topo, args.id, run_id, args.collector, args.bind,
+                    checkpoint_dir=ckpt_dir, resume_state=resume_state, curve=curve)
 
 
 def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: str | None,
-             bind: str | None = None) -> int:
+             bind: str | None = None, checkpoint_dir: str | None = None,
+             resume_state: dict | None = None, curve: CurveConfig | None = None) -> int:
     """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure."""
     from mcepl.protocol import encode_control
 
@@ -62,14 +89,17 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     sockets = None
     status, reason = "ok", ""
     try:
-        sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector)
+        sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector, curve=curve)
         shard = node_shard(cfg, topo, node_id)
         algo = build_algorithm(cfg, topo, node_id, shard)
         log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
                  node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
                  len(peers))
-        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets)
-        runtime.run()
+        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir)
+        if resume_state is not None:
+            runtime.resume(resume_state)
+        else:
+            runtime.run()
         log.info("node %d: finished %d rounds; dropped messages: %s", node_id, cfg.run.rounds,
                  runtime.dropped_counts() or "none")
     except KeyboardInterrupt:
@@ -82,6 +112,9 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     if status != "ok":
         print(f"node {node_id}: error: {reason}", file=sys.stderr)
     if sockets is not None:
+        if sockets.curve is not None:
+            log.info("node %d: CURVE: connections and messages refused by the transport: %s",
+                     node_id, sockets.rejected_counts() or "none")
         sockets.push_metrics(encode_control("bye", {"status": status, "reason": reason[:4000]},
                                             run_id=run_id, sender=node_id))
         sockets.close()

@@ -9,17 +9,26 @@ and counted; they never stop the node.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from mcepl.config import Config
 from mcepl.node.algorithms import Algorithm
+from mcepl.node.checkpoint import (
+    checkpoint_path,
+    payload_from_dict,
+    payload_to_dict,
+    save_checkpoint,
+)
 from mcepl.node.evaluation import accuracy, is_eval_round
 from mcepl.node.transport import NodeSockets, parse_routing_id
 from mcepl.protocol import (
     DEFAULT_LIMITS,
+    PEER_KINDS,
     CodecState,
     ControlMessage,
     DataMessage,
@@ -50,8 +59,20 @@ class NodeRuntime:
     """Drives one node's algorithm over its sockets for the configured number of rounds."""
 
     def __init__(self, cfg: Config, topo: Topology, node_id: int, run_id: str,
-                 algo: Algorithm, sockets: NodeSockets) -> None:
+                 algo: Algorithm, sockets: NodeSockets,
+                 checkpoint_dir: str | Path | None = None) -> None:
         self.cfg, self.topo, self.id, self.run_id = cfg, topo, node_id, run_id
+        self.checkpoint = checkpoint_path(checkpoint_dir, node_id) if checkpoint_dir else None
+        # every record also goes to a local file next to the checkpoint: after a crash, records
+        # the collector never got (still queued in the dead process) are pushed again
+        self.metrics_log = (self.checkpoint.with_name(f"node-{node_id}.metrics.jsonl")
+                            if self.checkpoint else None)
+        if self.checkpoint is not None:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        # what this node sent in its last two rounds, per (round, phase) and peer: a neighbour
+        # that crashed and rejoins gets it again (it may have died before receiving it)
+        self.sent_log: dict[tuple[int, int], dict[int, Payload]] = {}
+        self.rejoins: Counter[int] = Counter()
         self.algo, self.sock = algo, sockets
         self.neighbors = set(topo.neighbors(node_id))
         self.config_hash = cfg.hash()
@@ -71,17 +92,19 @@ class NodeRuntime:
         self.encode_s = self.decode_s = 0.0
 
     # ------------------------------------------------------------------ handshake
-    def handshake(self) -> None:
-        """Say hello to every neighbour and wait for all acks and all of their hellos."""
+    def handshake(self, resume: bool = False) -> None:
+        """Say hello to every neighbour and wait for all acks and all of their hellos (when
+        resuming, acks only: the neighbours are mid-run and will not say hello again)."""
         hello = encode_control("hello", {"config_hash": self.config_hash}, run_id=self.run_id,
                                sender=self.id)
         for j in sorted(self.neighbors):
             self.sock.send(j, hello, kind="control")
         deadline = time.monotonic() + self.cfg.run.connect_timeout_s
-        while self.acked != self.neighbors or self.greeted != self.neighbors:
+        greeted = (lambda: self.neighbors) if resume else (lambda: self.greeted)
+        while self.acked != self.neighbors or greeted() != self.neighbors:
             left = deadline - time.monotonic()
             if left <= 0:
-                missing = sorted((self.neighbors - self.acked) | (self.neighbors - self.greeted))
+                missing = sorted((self.neighbors - self.acked) | (self.neighbors - greeted()))
                 addrs = ", ".join(f"{j} ({self.topo.node(j).address})" for j in missing)
                 raise NodeError(f"node {self.id}: no handshake from neighbour(s) {addrs} within "
                                 f"{self.cfg.run.connect_timeout_s:g} s")
@@ -96,7 +119,7 @@ class NodeRuntime:
                 self._on_router(who, frames)  # type: ignore[arg-type]
 
     def _on_dealer(self, peer: int, frames: list[bytes]) -> None:
-        self.sock.counter.received[(peer, "control")] += sum(map(len, frames))
+        self.sock.counter.received[(peer, "ack")] += sum(map(len, frames))
         try:
             msg = decode_message(frames, run_id=self.run_id)
         except ProtocolError as exc:
@@ -147,10 +170,24 @@ class NodeRuntime:
                                 f"node {peer} has {theirs}")
         ack = encode_control("hello_ack", {"accept": ok, "reason": reason}, run_id=self.run_id,
                              sender=self.id)
-        self.sock.reply(raw_id, ack, peer)
+        self.sock.reply(raw_id, ack, peer, kind="ack")
         if not ok:
             raise NodeError(f"node {self.id}: refused neighbour {peer}: {reason}")
+        if peer in self.greeted:
+            self._rejoined(peer)
         self.greeted.add(peer)
+
+    def _rejoined(self, peer: int) -> None:
+        """A neighbour said hello again: it restarted from a checkpoint. Start both codec links
+        afresh and send it again what we sent in the last two rounds (it dedups)."""
+        self.rejoins[peer] += 1
+        log.warning("node %d: neighbour %d rejoined; resending rounds %s", self.id, peer,
+                    sorted({k[0] for k in self.sent_log}))
+        self.tx_codec[peer].reset()
+        self.rx_codec[peer].reset()
+        for (rnd, phase), out in sorted(self.sent_log.items()):
+            if peer in out:
+                self._send_data(peer, out[peer], rnd, phase)
 
     def _on_data(self, peer: int, msg: DataMessage, size: int) -> None:
         key = (msg.round, msg.phase)
@@ -179,19 +216,11 @@ class NodeRuntime:
     def exchange(self, rnd: int, phase: int) -> dict[int, Payload]:
         """Send this phase's messages, then collect exactly one from each expected peer."""
         self.pos = (rnd, phase)
+        out = self.algo.outgoing(rnd, phase)
+        self.sent_log[(rnd, phase)] = dict(out)
         cache: dict[int, tuple[list[bytes], tuple[int, int]]] = {}  # one encoding per broadcast
-        for j, payload in sorted(self.algo.outgoing(rnd, phase).items()):
-            t0 = time.perf_counter()
-            if self.codec_stateful or id(payload) not in cache:
-                frames = encode_payload(payload, run_id=self.run_id, round=rnd, phase=phase,
-                                        sender=self.id, mask_codec=self.codec,
-                                        state=self.tx_codec[j])
-                cache[id(payload)] = (frames, mask_wire_stats(payload, frames))
-            frames, (entries, nbytes) = cache[id(payload)]
-            self.encode_s += time.perf_counter() - t0
-            self.mask_entries += entries
-            self.mask_bytes += nbytes
-            self.sock.send(j, frames, kind="data")
+        for j, payload in sorted(out.items()):
+            self._send_data(j, payload, rnd, phase, cache)
         want = set(self.algo.expected(rnd, phase))
         deadline = time.monotonic() + self.cfg.run.round_timeout_s
         while True:
@@ -213,12 +242,66 @@ class NodeRuntime:
         self.used_msgs += len(want)
         return {j: got[j][0] for j in sorted(want)}
 
-    def run(self, start_round: int = 0) -> None:
+    def _send_data(self, j: int, payload: Payload, rnd: int, phase: int,
+                   cache: dict[int, tuple[list[bytes], tuple[int, int]]] | None = None) -> None:
+        t0 = time.perf_counter()
+        cache = {} if cache is None else cache
+        if self.codec_stateful or id(payload) not in cache:
+            frames = encode_payload(payload, run_id=self.run_id, round=rnd, phase=phase,
+                                    sender=self.id, mask_codec=self.codec,
+                                    state=self.tx_codec[j])
+            cache[id(payload)] = (frames, mask_wire_stats(payload, frames))
+        frames, (entries, nbytes) = cache[id(payload)]
+        self.encode_s += time.perf_counter() - t0
+        self.mask_entries += entries
+        self.mask_bytes += nbytes
+        self.sock.send(j, frames, kind="data")
+
+    def _save_checkpoint(self, rnd: int) -> None:
+        """State after round `rnd`, with what was sent in it (for neighbours that missed it)."""
+        if self.checkpoint is None:
+            return
+        sent = [(r, ph, j, payload_to_dict(p)) for (r, ph), out in sorted(self.sent_log.items())
+                if r == rnd for j, p in sorted(out.items())]
+        save_checkpoint(self.checkpoint, {
+            "run_id": self.run_id, "config_hash": self.config_hash, "node": self.id,
+            "round": rnd, "algo": self.algo.state_dict(), "sent": sent,
+            "dropped": dict(self.dropped)})
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Rejoin the run after a crash: restore the algorithm from `state` (a checkpoint),
+        tell the neighbours (a new hello), send again what the last finished round sent, and
+        carry on with the next round. The neighbours kept their last messages to us."""
+        self.algo.load_state_dict(state["algo"])
+        self.dropped.update(state.get("dropped", {}))
+        done = int(state["round"])
+        for rnd, phase, j, p in state["sent"]:
+            self.sent_log.setdefault((rnd, phase), {})[j] = payload_from_dict(p)
+        log.warning("node %d: resuming after round %d from %s", self.id, done, self.checkpoint)
+        if self.metrics_log is not None and self.metrics_log.exists():
+            for line in self.metrics_log.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the crash; that round is redone anyway
+                if isinstance(rec, dict) and isinstance(rec.get("round"), int) \
+                        and rec["round"] <= done:
+                    self.sock.push_metrics(encode_metrics(rec, run_id=self.run_id,
+                                                          sender=self.id))
+        self.pos = (done + 1, 0)
+        self.run(start_round=done + 1, resumed=True)
+
+    def run(self, start_round: int = 0, resumed: bool = False) -> None:
         """Handshake, then rounds `start_round`..R; metrics go to the collector each round.
 
-        The first round's record also carries the handshake's bytes (kind "control")."""
+        The first round's record also carries the handshake's bytes (kinds "control": the
+        hellos, on our DEALERs; "ack": the acknowledgements, on our ROUTER)."""
         before = self._snapshot()
-        self.handshake()
+        self.handshake(resume=resumed)
+        if resumed:
+            for (rnd, phase), out in sorted(self.sent_log.items()):
+                for j, payload in sorted(out.items()):
+                    self._send_data(j, payload, rnd, phase)
         rounds = self.cfg.run.rounds
         for rnd in range(start_round, rounds + 1):
             if rnd > start_round:
@@ -240,9 +323,16 @@ class NodeRuntime:
             # drop anything left for finished rounds (it can only be stale now)
             for key in [k for k in self.buffer if k < self.pos]:
                 self.dropped["stale"] += len(self.buffer.pop(key))
+            for key in [k for k in self.sent_log if k[0] < rnd - 1]:
+                del self.sent_log[key]
             record = self._record(rnd, before, compute, comm)
             # the record states the size of the metrics message carrying it
-            self.sock.push_metrics(encode_metrics(record, run_id=self.run_id, sender=self.id))
+            frames = encode_metrics(record, run_id=self.run_id, sender=self.id)
+            if self.metrics_log is not None:
+                with open(self.metrics_log, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            self.sock.push_metrics(frames)
+            self._save_checkpoint(rnd)
 
     def _snapshot(self) -> dict[str, Any]:
         c = self.sock.counter
@@ -251,15 +341,14 @@ class NodeRuntime:
         snap: dict[str, Any] = {
             "bytes_sent": c.total(c.sent, "data"), "bytes_received": self.used_bytes,
             "msgs_sent": c.total(c.msgs_sent, "data"), "msgs_received": self.used_msgs,
-            "control_bytes": c.total(c.sent, "control") + c.total(c.received, "control"),
-            "bytes_sent_control": c.total(c.sent, "control"),
-            "bytes_received_control": c.total(c.received, "control"),
+            "bytes_sent_control": c.total(c.sent, "control") + c.total(c.sent, "ack"),
+            "bytes_received_control": c.total(c.received, "control") + c.total(c.received, "ack"),
             "bytes_arrived_data": c.total(c.received, "data"),
             "mask_entries": self.mask_entries, "mask_bytes": self.mask_bytes,
         }
         snap["_peers"] = {(j, kind): (c.sent.get((j, kind), 0), c.received.get((j, kind), 0),
                                       c.framing_sent.get((j, kind), 0))
-                          for j in sorted(self.neighbors) for kind in ("data", "control")}
+                          for j in sorted(self.neighbors) for kind in PEER_KINDS}
         snap["_codec_s"] = (self.encode_s, self.decode_s)
         return snap
 
@@ -268,6 +357,7 @@ class NodeRuntime:
         now = self._snapshot()
         rec: dict[str, Any] = {"round": rnd, "node": self.id}
         rec.update({k: now[k] - before[k] for k in now if not k.startswith("_")})
+        rec["control_bytes"] = rec["bytes_sent_control"] + rec["bytes_received_control"]
         if rec["mask_entries"]:
             rec["bits_per_entry"] = 8 * rec["mask_bytes"] / rec["mask_entries"]
         peers = format_peer_bytes(
