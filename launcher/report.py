@@ -122,6 +122,7 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         n = out.setdefault(r["node"], defaultdict(int))
         rounds[r["node"]] += 1 if r["round"] >= 1 else 0
         n["data_sent"] += _int(r, "bytes_sent")
+        n["_train"] += _int(r, "bytes_sent") if r["round"] >= 1 else 0
         n["data_received"] += _int(r, "bytes_received")
         n["control_sent"] += _int(r, "bytes_sent_control")
         n["control_received"] += _int(r, "bytes_received_control")
@@ -133,7 +134,8 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         n["framing_sent"] += framing + (zmtp_frame_header(m) if m else 0)
     for i, n in out.items():
         n["bits_per_entry"] = 8 * n["mask_bytes"] / n["mask_entries"] if n["mask_entries"] else None
-        n["data_sent_per_round"] = n["data_sent"] / rounds[i] if rounds[i] else 0.0
+        # training rounds only (round 0 is the set-up exchange), like bytes_per_node_per_round
+        n["data_sent_per_round"] = n.pop("_train") / rounds[i] if rounds[i] else 0.0
         out[i] = dict(n)
     return dict(sorted(out.items()))
 
@@ -149,11 +151,12 @@ def _peers(r: dict[str, Any]) -> dict[tuple[int, str], tuple[int, int, int]]:
 
 
 def bytes_per_link(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per directed link "i->j" (sender's count): data and control bytes and ZMTP framing sent."""
+    """Per directed link "i->j" (sender's count): bytes sent per kind and the ZMTP framing."""
     out: dict[str, dict[str, int]] = {}
     for r in records:
         for (j, kind), (sent, _, framing) in _peers(r).items():
-            link = out.setdefault(f"{r['node']}->{j}", {"data": 0, "control": 0, "framing": 0})
+            link = out.setdefault(f"{r['node']}->{j}",
+                                  {"data": 0, "control": 0, "ack": 0, "framing": 0})
             link[kind] = link.get(kind, 0) + sent
             link["framing"] += framing
     return dict(sorted(out.items(), key=lambda kv: tuple(map(int, kv[0].split("->")))))
@@ -224,15 +227,16 @@ def plot_accuracy_vs_bytes(runs: dict[str, list[dict[str, Any]]], path: Path) ->
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, records in runs.items():
         cum = cumulative_bytes(records)
-        curve = accuracy_curve(records)
-        xs = [max(cum.get(k, 0), 1) for k, _, _ in curve]
-        ax.plot(xs, [a for _, a, _ in curve], marker="o", ms=3, label=label)
+        # a log axis has no 0: points before the first byte (e.g. dsgd's round 0) are left out
+        pts = [(cum.get(k, 0), a) for k, a, _ in accuracy_curve(records) if cum.get(k, 0) > 0]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("cumulative bytes sent, training payload (all nodes)")
     ax.set_ylabel("mean test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

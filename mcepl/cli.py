@@ -119,7 +119,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if args.inprocess:
             run_inprocess_to_dir(cfg, topo, run_dir, quiet=args.quiet)
         else:
-            launch(cfg, topo, run_dir, quiet=args.quiet)
+            launch(cfg, topo, run_dir, quiet=args.quiet, secure=args.secure)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_run_flags(p)
     p.add_argument("--inprocess", action="store_true",
                    help="run all nodes in this process (the reference driver; no sockets)")
+    p.add_argument("--secure", action="store_true",
+                   help="encrypt and authenticate the traffic between nodes with ZeroMQ CURVE: "
+                        "a fresh key pair per node in RUN/keys (secret files mode 0600)")
     p.set_defaults(func=cmd_launch)
 
     add_node_parser(sub)

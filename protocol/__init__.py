@@ -1,6 +1,7 @@
 """The wire format: message envelope, mask bit-packing, tensor codecs, defensive decoding."""
 
 from .accounting import (
+    PEER_KINDS,
     binary_entropy,
     format_peer_bytes,
     mask_wire_stats,
@@ -49,6 +50,7 @@ __all__ = [
     "DTYPE_NAMES",
     "FORMAT_VERSION",
     "MASK_CODECS",
+    "PEER_KINDS",
     "REASONS",
     "WIRE_DTYPES",
     "Codec",

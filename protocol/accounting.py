@@ -77,7 +77,7 @@ def binary_entropy(p: float) -> float:
 
 # ----------------------------------------------------------------------------- peer_bytes
 
-PEER_KINDS = ("data", "control")
+PEER_KINDS = ("data", "control", "ack")
 
 
 def format_peer_bytes(table: dict[tuple[int, str], Sequence[int]]) -> str:
@@ -85,8 +85,10 @@ def format_peer_bytes(table: dict[tuple[int, str], Sequence[int]]) -> str:
 
     Space-separated `PEER:KIND:SENT:RECEIVED:FRAMING` entries, sorted, all-zero ones left out:
     bytes handed to ZeroMQ for that neighbour, bytes that arrived from it, and the ZMTP framing
-    ZeroMQ added to what was sent (`zmtp_framing`). KIND is `data` (training payload) or `control`
-    (handshake)."""
+    ZeroMQ added to what was sent (`zmtp_framing`). KIND is `data` (training payload), `control`
+    (handshake hello) or `ack` (handshake reply). Each (PEER, KIND) travels on one connection:
+    data and control on the sender's DEALER to PEER, ack on the sender's ROUTER, so one TCP
+    connection i -> j carries i's data + control to j one way and j's ack to i the other."""
     return " ".join(f"{j}:{kind}:{s}:{r}:{f}" for (j, kind), (s, r, f) in sorted(table.items())
                     if s or r or f)
 

@@ -9,6 +9,11 @@ Layout of one ZeroMQ multipart message (all integers in the header are non-negat
                          "src": int, **body}   (body keys per type, see CONTROL_SCHEMAS)
     frame 1+i raw bytes of tensor i, exactly `nbytes` long (data messages only)
 
+A tensor's codec is named in its header entry (codecs.py): bool masks go as `bits` (raw),
+`entropy` or `delta`; the stateful `delta` needs the link's `CodecState` on both ends
+(`encode_payload(..., state=)`, `decode_message(..., state=)`), which moves only when a whole
+message is encoded or accepted.
+
 Tensor bytes stay out of msgpack so large tensors are neither copied into nor parsed out of the
 header, and the header stays small enough to be checked in full before anything is allocated.
 

@@ -1,4 +1,4 @@
-"""`mcepl topology generate|check|compose`: the argparse wiring, kept out of the main CLI.
+"""`mcepl topology generate|check|compose|keys`: the argparse wiring, kept out of the main CLI.
 
 Every handler takes the parsed Namespace and returns an exit code: 0 on success, 2 on a usage or
 topology error, reported as one line on stderr (no traceback: these are user mistakes).
@@ -28,7 +28,8 @@ from .schema import Topology, TopologyError
 
 
 def add_topology_parser(subparsers: Any) -> Any:
-    """Register ``topology`` (``generate``, ``check``, ``compose``) on the main CLI's subparsers.
+    """Register ``topology`` (``generate``, ``check``, ``compose``, ``keys``) on the main CLI's
+    subparsers.
 
     Returns the ``topology`` sub-command action so the caller can register more sub-commands
     (e.g. ``compose``) next to these.
@@ -38,7 +39,7 @@ def add_topology_parser(subparsers: Any) -> Any:
         description="Create and validate topology files (nodes, addresses, retention ratios, "
                     "undirected edges), and turn them into docker-compose files.")
     topo.set_defaults(func=lambda _args: _usage(topo))
-    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose}")
+    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,keys}")
 
     gen = sub.add_parser(
         "generate", help="write a new topology file",
@@ -109,7 +110,33 @@ def add_topology_parser(subparsers: Any) -> Any:
     comp.add_argument("--build", metavar="DIR", default=".",
                       help="directory with the Dockerfile, relative to the compose file "
                            "(default .); '' to leave the build section out")
+    comp.add_argument("--keys", choices=("init", "none"), default="init",
+                      help="CURVE keys (default init): a 'keys' service makes a fresh key pair "
+                           "per node at `docker compose up`, in one named volume per node (no "
+                           "secret key in any file here); 'none': plaintext traffic")
     comp.set_defaults(func=cmd_compose)
+
+    keys = sub.add_parser(
+        "keys", help="make a CURVE key pair per node (encrypted, authenticated traffic)",
+        description="Make one ZeroMQ CURVE key pair per node: KEYDIR/node-<i>.key (public) and "
+                    "KEYDIR/node-<i>.key_secret (secret, mode 0600; give it to node i only, "
+                    "`mcepl node --key FILE`), and write the topology with every node's "
+                    "public_key (to KEYDIR/topology.json unless --update-topology or "
+                    "--topology-out). Existing keys there are replaced.")
+    keys.add_argument("file", metavar="TOPOLOGY", help="topology JSON file")
+    keys.add_argument("-o", "--output", metavar="KEYDIR", required=True,
+                      help="directory for the key files (created)")
+    keys.add_argument("--update-topology", action="store_true",
+                      help="write the public keys into TOPOLOGY itself")
+    keys.add_argument("--topology-out", metavar="FILE", default=None,
+                      help="write the topology with the public keys to FILE")
+    keys.add_argument("--per-node-dirs", action="store_true",
+                      help="write node i's files into KEYDIR/node-<i>/ (mode 0700), one "
+                           "directory to mount per node")
+    keys.add_argument("--owner", metavar="UID:GID", default=None,
+                      help="chown the key files to UID:GID (when root makes keys for an "
+                           "unprivileged node user)")
+    keys.set_defaults(func=cmd_keys)
     return sub
 
 
@@ -201,11 +228,43 @@ def cmd_compose(args: argparse.Namespace) -> int:
         topo = load_topology(args.file)
         cfg = load_config(args.config)
         files = write_compose(topo, cfg, args.output, run_dir=args.run_dir, image=args.image,
-                              build=args.build or None)
+                              build=args.build or None, keys=args.keys)
     except (TopologyError, ConfigError) as e:
         return _fail(str(e))
     print(f"wrote {files.compose}: {files.nodes} node services and a collector; "
           f"container files {files.topology} and {files.config}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Handle ``topology keys``."""
+    from pathlib import Path
+
+    from .keys import generate_keys
+
+    if args.update_topology and args.topology_out is not None:
+        return _fail("give --update-topology or --topology-out, not both")
+    owner = None
+    if args.owner is not None:
+        try:
+            uid, gid = (int(x) for x in args.owner.split(":"))
+            owner = (uid, gid)
+        except ValueError:
+            return _fail(f"--owner: expected UID:GID (numbers), got {args.owner!r}")
+    keydir = Path(args.output)
+    out = (Path(args.file) if args.update_topology else
+           Path(args.topology_out) if args.topology_out is not None else keydir / "topology.json")
+    try:
+        topo = load_topology(args.file)
+        keydir.mkdir(parents=True, exist_ok=True)
+        keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_topology(keyed, out)
+    except (TopologyError, OSError) as e:
+        return _fail(str(e))
+    where = f"{keydir}/node-<i>/" if args.per_node_dirs else f"{keydir}/"
+    print(f"wrote {topo.num_nodes} CURVE key pairs in {where} (node-<i>.key public, "
+          f"node-<i>.key_secret secret, mode 0600) and the topology with the public keys to {out}")
     return 0
 
 
@@ -220,6 +279,7 @@ def summarize(topo: Topology, name: str) -> str:
         ret_txt = f"{len(counts)} distinct values"
     ret_txt += f" (min {min(rets):g}, mean {sum(rets) / len(rets):.4g}, max {max(rets):g})"
     labelled = sum(1 for n in topo.nodes if n.labels is not None)
+    secure = "CURVE public keys on every node" if topo.secure else "no CURVE keys (plaintext)"
     first, last = topo.nodes[0].address, topo.nodes[-1].address
     addr_txt = first if first == last else f"{first} .. {last}"
     meta_txt = " ".join(f"{k}={v}" for k, v in topo.meta.items()) or "none"
@@ -227,7 +287,7 @@ def summarize(topo: Topology, name: str) -> str:
             f"{'connected' if topo.is_connected() else 'NOT connected'}; "
             f"degree min/mean/max {min(deg)}/{sum(deg) / len(deg):.2f}/{max(deg)}; "
             f"retention {ret_txt}; labels on {labelled}/{topo.num_nodes} nodes; "
-            f"addresses {addr_txt}; meta: {meta_txt}.")
+            f"addresses {addr_txt}; {secure}; meta: {meta_txt}.")
 
 
 def _fmt_floats(xs: Any) -> str:

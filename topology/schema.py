@@ -28,6 +28,9 @@ Rules:
 - ``retention`` is in (0, 1]; ``labels`` (optional) is a non-empty list of distinct ints >= 0.
 - Edges are undirected: ``[a, b]`` and ``[b, a]`` are the same edge, so listing both is a duplicate.
   They are stored normalised as ``(min, max)`` and sorted. No self loops; the graph is connected.
+- ``public_key`` (optional) is the node's ZeroMQ CURVE public key, 40 characters of Z85 (as
+  ``mcepl topology keys`` writes it). Either every node has one (the network runs encrypted and
+  authenticated) or none has; keys are distinct.
 """
 
 from __future__ import annotations
@@ -45,10 +48,14 @@ FORMAT_VERSION = 1
 
 _TOP_KEYS = ("version", "nodes", "edges", "meta")
 _TOP_REQUIRED = ("version", "nodes", "edges")
-_NODE_KEYS = ("id", "address", "retention", "labels", "bind")
+_NODE_KEYS = ("id", "address", "retention", "labels", "bind", "public_key")
 _NODE_REQUIRED = ("id", "address", "retention")
 
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(?P<port>[0-9]+)$")
+# A CURVE public key: 32 bytes as Z85 (ZeroMQ RFC 32), i.e. 40 characters of this alphabet.
+Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                ".-:+=^!/*?&<>()[]{}@%$#")
+_Z85_KEY_RE = re.compile("^[" + re.escape(Z85_ALPHABET) + "]{40}$")
 # Unix domain socket paths are limited to 108 bytes including the NUL (sun_path on Linux).
 _IPC_MAX_PATH = 107
 
@@ -66,6 +73,7 @@ class NodeSpec:
     retention: float
     labels: list[int] | None = None
     bind: str | None = None
+    public_key: str | None = None  # CURVE public key, Z85 (40 chars)
 
     @property
     def bind_address(self) -> str:
@@ -78,6 +86,8 @@ class NodeSpec:
             d["labels"] = list(self.labels)
         if self.bind is not None:
             d["bind"] = self.bind
+        if self.public_key is not None:
+            d["public_key"] = self.public_key
         return d
 
 
@@ -143,6 +153,11 @@ class Topology:
     def degrees(self) -> list[int]:
         return [len(self._adj.get(n.id, [])) for n in self.nodes]
 
+    @property
+    def secure(self) -> bool:
+        """True when the nodes carry CURVE public keys (all of them do, or none)."""
+        return any(n.public_key is not None for n in self.nodes)
+
     def is_connected(self) -> bool:
         return len(self._components()) <= 1
 
@@ -190,6 +205,7 @@ class Topology:
             _check_retention(n.retention, err, where)
             if n.labels is not None:
                 _check_labels(n.labels, err, where)
+        _check_public_keys(self.nodes, err)
         _check_edges([list(e) for e in self.edges], len(self.nodes), err, normalised=True)
         comps = self._components()
         if len(comps) > 1:
@@ -266,6 +282,29 @@ def _check_address(addr: str, err: _Err, where: str, key: str) -> None:
                 "(unix socket limit); use a shorter directory")
     else:
         err(f"{where}: {key} {addr!r} must be tcp://host:port or ipc://path")
+
+
+def is_z85_key(text: Any) -> bool:
+    """A 40-character Z85 string (the text form of a 32-byte CURVE key)."""
+    return isinstance(text, str) and _Z85_KEY_RE.match(text) is not None
+
+
+def _check_public_keys(nodes: list[NodeSpec], err: _Err) -> None:
+    with_key = [n.id for n in nodes if n.public_key is not None]
+    if with_key and len(with_key) != len(nodes):
+        missing = [n.id for n in nodes if n.public_key is None]
+        err(f"node {missing[0]}: missing public_key (nodes {_fmt_ids(with_key)} have one; "
+            "every node needs a key, or none; `mcepl topology keys` makes them)")
+    seen: dict[str, int] = {}
+    for n in nodes:
+        if n.public_key is None:
+            continue
+        if not is_z85_key(n.public_key):
+            err(f"node {n.id}: public_key {n.public_key!r} is not a CURVE public key "
+                "(40 characters of Z85)")
+        if n.public_key in seen:
+            err(f"node {n.id}: public_key already used by node {seen[n.public_key]}")
+        seen[n.public_key] = n.id
 
 
 def _check_retention(r: float, err: _Err, where: str) -> None:
@@ -377,7 +416,7 @@ def _parse_node(rn: Any, k: int, err: _Err) -> NodeSpec:
         where = f"node {rn['id']} (nodes[{k}])"
     _check_keys(rn, _NODE_KEYS, _NODE_REQUIRED, err, where)
     nid, addr, ret = rn["id"], rn["address"], rn["retention"]
-    labels, bind = rn.get("labels"), rn.get("bind")
+    labels, bind, key = rn.get("labels"), rn.get("bind"), rn.get("public_key")
     if not _is_int(nid):
         err(f"{where}: key 'id' must be an integer, got {_tname(nid)} {nid!r}")
     if not isinstance(addr, str):
@@ -388,5 +427,10 @@ def _parse_node(rn: Any, k: int, err: _Err) -> NodeSpec:
         err(f"{where}: key 'labels' must be an array of ints, got {_tname(labels)}")
     if bind is not None and not isinstance(bind, str):
         err(f"{where}: key 'bind' must be a string, got {_tname(bind)}")
+    if key is not None and not is_z85_key(key):
+        got = repr(key) if isinstance(key, str) else _tname(key)
+        err(f"{where}: key 'public_key' must be a CURVE public key (40 characters of Z85), "
+            f"got {got}")
     return NodeSpec(id=nid, address=addr, retention=float(ret),
-                    labels=list(labels) if labels is not None else None, bind=bind)
+                    labels=list(labels) if labels is not None else None, bind=bind,
+                    public_key=key)

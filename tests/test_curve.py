@@ -1,0 +1,306 @@
+"""ZeroMQ CURVE: keys, the topology's public keys, an encrypted network that gives the plaintext
+numbers, attackers with unknown keys refused and counted without disturbing the run, a key bound
+to its node id, and one-line errors for bad key files."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from mcepl.cli import main as mcepl_main
+from mcepl.config import dump_toml, load_config
+from mcepl.launcher.launch import launch
+from mcepl.node.factory import build_algorithm, default_run_id, node_shard
+from mcepl.node.inprocess import run_inprocess
+from mcepl.node.transport import CurveConfig, NodeSockets
+from mcepl.protocol import encode_payload
+from mcepl.topology import Topology, TopologyError, generate, load_topology, save_topology
+from mcepl.topology.keys import (
+    KeyFileError,
+    generate_keys,
+    key_paths,
+    load_secret_key,
+    new_keypair,
+)
+
+COMPARED = ("test_acc", "train_loss", "density", "bytes_sent", "bytes_received", "msgs_sent",
+            "msgs_received")
+REFUSED_LINE = re.compile(r"CURVE: connections and messages refused by the transport: (.*)$",
+                          re.M)
+
+
+def ipc_topology(tmp_path: Path, n: int = 3) -> Topology:
+    return generate("complete", n, retention=[0.5, 0.3, 0.2][:n], transport="ipc",
+                    ipc_dir=tmp_path)
+
+
+def records(run_dir: Path) -> dict[tuple[int, int], dict]:
+    recs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {(r["round"], r["node"]): r for r in recs}
+
+
+def assert_same_numbers(net: dict, reference: list[dict]) -> None:
+    ref = {(r["round"], r["node"]): r for r in reference}
+    assert set(net) == set(ref)
+    for k, r in ref.items():
+        for field in COMPARED:
+            if field in r:
+                assert net[k][field] == r[field], (k, field)
+
+
+def refused(log_text: str) -> dict[str, int]:
+    m = REFUSED_LINE.search(log_text)
+    assert m, "the node did not log its CURVE refusals"
+    return {} if m.group(1).strip() == "none" else ast.literal_eval(m.group(1))
+
+
+# ---- keys and the topology -----------------------------------------------------------------
+def test_topology_keys_command(tmp_path: Path, capsys) -> None:
+    save_topology(generate("ring", 3), tmp_path / "t.json")
+    rc = mcepl_main(["topology", "keys", str(tmp_path / "t.json"), "-o", str(tmp_path / "k"),
+                     "--update-topology"])
+    assert rc == 0, capsys.readouterr().err
+    topo = load_topology(tmp_path / "t.json")
+    assert topo.secure and len({n.public_key for n in topo.nodes}) == 3
+    for n in topo.nodes:
+        pub, sec = key_paths(tmp_path / "k", n.id)
+        assert stat.S_IMODE(sec.stat().st_mode) == 0o600
+        keys = load_secret_key(sec)
+        assert keys.public == n.public_key and n.public_key in pub.read_text()
+        assert keys.secret not in pub.read_text()
+        # the files are ZeroMQ certificates
+        assert zmq.auth.load_certificate(str(sec)) == (keys.public.encode(), keys.secret.encode())
+    assert mcepl_main(["topology", "check", str(tmp_path / "t.json")]) == 0
+    assert "CURVE public keys on every node" in capsys.readouterr().out
+    # default: the keyed topology goes next to the keys; per-node directories
+    rc = mcepl_main(["topology", "keys", str(tmp_path / "t.json"), "-o", str(tmp_path / "k2"),
+                     "--per-node-dirs"])
+    assert rc == 0
+    assert load_topology(tmp_path / "k2" / "topology.json").secure
+    sec = key_paths(tmp_path / "k2", 2, per_node_dirs=True)[1]
+    assert sec == tmp_path / "k2" / "node-2" / "node-2.key_secret" and sec.exists()
+    assert stat.S_IMODE(sec.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("key, why", [
+    ("x" * 39, "40 characters of Z85"),
+    ("x" * 39 + "~", "40 characters of Z85"),
+    ("x" * 39 + '"', "40 characters of Z85"),
+    (17, "40 characters of Z85"),
+])
+def test_topology_rejects_bad_public_keys(key, why) -> None:
+    doc = generate("ring", 3).to_json_dict()
+    for i, nd in enumerate(doc["nodes"]):
+        nd["public_key"] = new_keypair().public if i != 1 else key
+    with pytest.raises(TopologyError, match=rf"node 1 .*{why}"):
+        Topology.from_json_dict(doc, "t.json")
+
+
+def test_topology_keys_all_or_none_and_distinct() -> None:
+    doc = generate("ring", 3).to_json_dict()
+    doc["nodes"][0]["public_key"] = new_keypair().public
+    with pytest.raises(TopologyError, match=r"t.json: node 1: missing public_key"):
+        Topology.from_json_dict(doc, "t.json")
+    same = new_keypair().public
+    for nd in doc["nodes"]:
+        nd["public_key"] = same
+    with pytest.raises(TopologyError, match=r"node 1: public_key already used by node 0"):
+        Topology.from_json_dict(doc, "t.json")
+
+
+# ---- key file errors: one line naming the file, exit 2 ---------------------------------------
+def test_node_key_file_errors(tmp_path: Path, tiny_cfg, capsys) -> None:
+    (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg()))
+    plain = ipc_topology(tmp_path)
+    save_topology(plain, tmp_path / "plain.json")
+    save_topology(generate_keys(plain, tmp_path / "keys"), tmp_path / "secure.json")
+    garbage = tmp_path / "garbage.key_secret"
+    garbage.write_bytes(b"\x00\xff not a certificate")
+    broken = tmp_path / "broken.key_secret"
+    broken.write_text('curve\n    secret-key = "too short"\n')
+
+    def node(topo: str, *key: str) -> tuple[int, str]:
+        rc = mcepl_main(["node", "--topology", str(tmp_path / topo), "--config",
+                         str(tmp_path / "cfg.toml"), "--id", "0", *key])
+        err = capsys.readouterr().err.strip()
+        return rc, err
+
+    pub0, sec0 = key_paths(tmp_path / "keys", 0)
+    sec1 = key_paths(tmp_path / "keys", 1)[1]
+    cases = [
+        (tmp_path / "missing.key_secret", "No such file"),
+        (tmp_path, "cannot read"),  # a directory
+        (garbage, "cannot read"),
+        (broken, "secret-key is not 40 characters of Z85"),
+        (pub0, "not a secret key file"),
+        (sec1, "is not node 0's in the topology"),
+    ]
+    for path, why in cases:
+        rc, err = node("secure.json", "--key", str(path))
+        assert rc == 2, (path, err)
+        assert len(err.splitlines()) == 1 and f"key file {path}" in err and why in err, err
+    rc, err = node("secure.json")
+    assert rc == 2 and "pass its secret key file with --key" in err and len(err.splitlines()) == 1
+    rc, err = node("plain.json", "--key", str(sec0))
+    assert rc == 2 and f"key file {sec0}" in err and "no public keys" in err
+
+
+# ---- the binding of key to node id -------------------------------------------------------------
+def test_routing_id_must_match_the_authenticated_key(tmp_path: Path) -> None:
+    """Node 0 accepts keys k1 and k2; a client holding k2 that claims to be node 1 (or node 5)
+    is dropped and counted as auth_mismatch; k1 claiming node 1 gets through."""
+    me, k1, k2 = new_keypair(), new_keypair(), new_keypair()
+    addr = f"ipc://{tmp_path}/n0.sock"
+    socks = NodeSockets(0, addr, {}, linger_ms=0,
+                        curve=CurveConfig(me.public, me.secret, {1: k1.public, 2: k2.public}))
+    ctx = zmq.Context()
+    try:
+        def client(keys, rid: bytes) -> zmq.Socket:
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.curve_serverkey, s.curve_publickey = me.public.encode(), keys.public.encode()
+            s.curve_secretkey = keys.secret.encode()
+            s.routing_id = rid
+            s.connect(addr)
+            return s
+
+        # node 2's key claiming node 1's and an unknown id; node 1's key claiming node 2's id
+        clients = [client(k2, b"1"), client(k2, b"5"), client(k1, b"2")]  # kept open
+        for c in clients:
+            c.send_multipart([b"impostor"])
+        got = []
+        deadline = time.monotonic() + 10
+        while socks.rejected_counts().get("auth_mismatch", 0) < 3 and time.monotonic() < deadline:
+            got += socks.poll(100)
+        assert got == [] and socks.rejected_counts() == {"auth_mismatch": 3}
+        for c in clients:  # free id 1 (whether or not the ROUTER hands ids over)
+            c.close()
+        socks.poll(300)
+        honest = client(k1, b"1")
+        honest.send_multipart([b"hello", b"world"])
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            got += socks.poll(100)
+        assert got == [("router", b"1", [b"hello", b"world"])]
+        assert socks.rejected_counts() == {"auth_mismatch": 3}
+    finally:
+        ctx.destroy(linger=0)
+        socks.close()
+
+
+# ---- whole networks ----------------------------------------------------------------------------
+def test_secure_network_equals_plaintext_inprocess(tmp_path: Path, tiny_cfg) -> None:
+    cfg = tiny_cfg({"run": {"rounds": 2, "eval_every": 1}})
+    topo = ipc_topology(tmp_path)
+    res = launch(cfg, topo, tmp_path / "run", quiet=True, secure=True)
+    assert res.summary["status"] == "ok"
+    assert_same_numbers(records(tmp_path / "run"), run_inprocess(cfg, topo).records)
+    keyed = load_topology(tmp_path / "run" / "topology.json")
+    for n in keyed.nodes:
+        sec = key_paths(tmp_path / "run" / "keys", n.id)[1]
+        assert stat.S_IMODE(sec.stat().st_mode) == 0o600
+        assert load_secret_key(sec).public == n.public_key
+        log = (tmp_path / "run" / "logs" / f"node-{n.id}.log").read_text()
+        assert refused(log) == {}
+
+
+def test_attackers_are_refused_counted_and_change_nothing(tmp_path: Path, tiny_cfg) -> None:
+    """THE SHOW: processes with unknown keys (one claiming a neighbour's routing id) and one
+    without CURVE send valid-looking masks to node 0 during a secure run: none gets a pipe,
+    node 0 counts and logs the refusals, and the run's numbers are exactly the plaintext ones."""
+    cfg = tiny_cfg({"run": {"rounds": 3, "eval_every": 1}})
+    topo = ipc_topology(tmp_path)
+    run_dir = tmp_path / "run"
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["result"] = launch(cfg, topo, run_dir, quiet=True, secure=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (run_dir / "keys" / "node-2.key_secret").exists() or \
+            not (run_dir / "topology.json").exists():
+        assert time.monotonic() < deadline and thread.is_alive(), out
+        time.sleep(0.05)
+    time.sleep(0.2)  # topology.json is written right after the keys
+    keyed = load_topology(run_dir / "topology.json")
+    run_id = default_run_id(load_config(run_dir / "config.toml"), keyed)
+    # exactly what node 1 sends node 0 in rounds 0.. (valid run id, shapes, sender)
+    algo1 = build_algorithm(cfg, topo, 1, node_shard(cfg, topo, 1))
+    masks = algo1.outgoing(0, 0)[0]
+    frames = [encode_payload(masks, run_id=run_id, round=r, phase=0, sender=1)
+              for r in range(cfg.run.rounds + 1)]
+
+    ctx = zmq.Context()
+    attackers = []
+    strangers = [new_keypair(), new_keypair()]
+    target_addr = keyed.node(0).address
+    for keys, rid in zip(strangers, (b"7", b"1"), strict=True):  # unknown key; claims node 1
+        s = ctx.socket(zmq.DEALER)
+        s.curve_serverkey = keyed.node(0).public_key.encode()
+        s.curve_publickey, s.curve_secretkey = keys.public.encode(), keys.secret.encode()
+        s.routing_id = rid
+        attackers.append(s)
+    plain = ctx.socket(zmq.DEALER)  # no CURVE at all, claims node 1
+    plain.routing_id = b"1"
+    attackers.append(plain)
+    for s in attackers:
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100_000)
+        s.connect(target_addr)
+    k = 0
+    try:
+        while thread.is_alive():
+            for s in attackers:
+                try:
+                    s.send_multipart(frames[k % len(frames)], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+            k += 1
+            thread.join(0.1)
+    finally:
+        ctx.destroy(linger=0)
+    assert "error" not in out, out.get("error")
+    assert out["result"].summary["status"] == "ok"
+    assert k > 5  # the attackers kept trying for the whole run
+
+    net = records(run_dir)
+    assert_same_numbers(net, run_inprocess(cfg, topo).records)
+    assert all(r["dropped"] == 0 for r in net.values())  # nothing reached the round loop
+    log = (run_dir / "logs" / "node-0.log").read_text()
+    counts = refused(log)
+    assert counts.get("unknown_key", 0) >= 2, counts
+    assert counts.get("handshake_failed", 0) >= 1, counts
+    for keys in strangers:
+        assert f"refused a connection with unknown CURVE key {keys.public}" in log
+    assert "failed the CURVE handshake" in log
+    for i in (1, 2):  # nobody attacked the others
+        assert refused((run_dir / "logs" / f"node-{i}.log").read_text()) == {}
+
+
+def test_launch_refuses_keys_it_cannot_use(tmp_path: Path, tiny_cfg) -> None:
+    from mcepl.launcher.launch import LaunchError
+
+    keyed = generate_keys(ipc_topology(tmp_path), tmp_path / "keys")
+    with pytest.raises(LaunchError, match="--secure"):
+        launch(tiny_cfg(), keyed, tmp_path / "run", quiet=True)
+
+
+def test_key_error_is_one_line() -> None:
+    with pytest.raises(KeyFileError) as info:
+        load_secret_key("/nonexistent/dir/node-0.key_secret")
+    assert str(info.value).count("\n") == 0
+    assert os.fspath("/nonexistent/dir/node-0.key_secret") in str(info.value)
