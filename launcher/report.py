@@ -236,7 +236,8 @@ def plot_accuracy_vs_bytes(runs: dict[str, list[dict[str, Any]]], path: Path) ->
     ax.set_ylabel("mean test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best")
+    if ax.get_legend_handles_labels()[0]:  # runs that sent nothing (ind-mask) draw no curve
+        ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,10 +1,13 @@
 """The checked-in docker-compose.yml: regenerated from its deploy/ files, it is the same file;
-20 node services and a collector with the right commands and addresses; docker-compose accepts it.
+20 node services and a collector with the right commands and addresses, CURVE keys made by a keys
+service at `up` (no secret key in the repository); docker-compose accepts it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -12,13 +15,16 @@ import pytest
 
 from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
+from mcepl.node.transport import CurveConfig
 from mcepl.topology import generate, load_topology, save_topology
 from mcepl.topology.compose import compose_dict, render_compose, to_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 DEPLOY = REPO / "deploy"
-NODE_CMD = ["node", "--topology", "/run/mcepl/topology.json", "--config", "/run/mcepl/config.toml"]
+NODE_CMD = ["node", "--topology", "/run/mcepl-public/topology.json",
+            "--config", "/run/mcepl/config.toml"]
+AFTER_KEYS = {"keys": {"condition": "service_completed_successfully"}}
 
 
 def _regenerate(tmp_path: Path) -> Path:
@@ -47,22 +53,37 @@ def test_checked_in_compose_matches_its_topology() -> None:
     for n in topo.nodes:  # advertised = service name, bound on every interface of the container
         assert n.address == f"tcp://node-{n.id}:5555"
         assert n.bind == "tcp://0.0.0.0:5555"
+        assert n.public_key is None  # keys are made at `docker compose up`, never checked in
+    assert not any("secret" in f.read_text().lower() for f in DEPLOY.iterdir())
 
     doc = compose_dict(topo)
     services = doc["services"]
-    assert sorted(services) == sorted(["collector", *(f"node-{i}" for i in range(20))])
+    assert sorted(services) == sorted(["keys", "collector", *(f"node-{i}" for i in range(20))])
+    keys = services["keys"]
+    assert keys["command"][:3] == ["topology", "keys", "/run/mcepl/topology.json"]
+    assert keys["network_mode"] == "none" and "networks" not in keys
+    assert keys["volumes"] == ["./deploy:/run/mcepl:ro", "mcepl-public:/keys/public",
+                               *(f"mcepl-key-{i}:/keys/node-{i}" for i in range(20))]
+    assert set(doc["volumes"]) == {"mcepl-public", *(f"mcepl-key-{i}" for i in range(20))}
     col = services["collector"]
     assert col["command"][0] == "collect" and "--out" in col["command"]
     assert col["command"][col["command"].index("--bind") + 1] == "tcp://0.0.0.0:5600"
+    assert col["command"][col["command"].index("--topology") + 1] == \
+        "/run/mcepl-public/topology.json"  # the run id covers the public keys
     assert "./results:/results" in col["volumes"] and "./deploy:/run/mcepl:ro" in col["volumes"]
+    assert col["depends_on"] == AFTER_KEYS
+    assert not any("mcepl-key-" in v for v in col["volumes"])
     for n in topo.nodes:
         svc = services[f"node-{n.id}"]
         assert svc["command"] == [*NODE_CMD, "--id", str(n.id),
-                                  "--collector", "tcp://collector:5600"]
-        assert svc["depends_on"] == ["collector"]
+                                  "--collector", "tcp://collector:5600",
+                                  "--key", f"/run/mcepl-key/node-{n.id}.key_secret"]
+        assert svc["depends_on"] == {"collector": {"condition": "service_started"}, **AFTER_KEYS}
         assert svc["environment"]["MCEPL_DATA"] == "/data"
+        # its own key volume only, read-only
         assert svc["volumes"] == ["${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}:/data:ro",
-                                  "./deploy:/run/mcepl:ro"]
+                                  "./deploy:/run/mcepl:ro", "mcepl-public:/run/mcepl-public:ro",
+                                  f"mcepl-key-{n.id}:/run/mcepl-key:ro"]
         assert svc["networks"] == col["networks"] == ["mcepl"]
     # ... and that document is exactly the checked-in file (below its comment header).
     text = COMPOSE.read_text()
@@ -70,6 +91,55 @@ def test_checked_in_compose_matches_its_topology() -> None:
     assert text.endswith(to_yaml(doc))
     yaml = pytest.importorskip("yaml", reason="PyYAML not installed: cannot parse it back")
     assert yaml.safe_load(text) == doc
+
+
+def test_keys_service_command_gives_every_node_its_key(tmp_path: Path) -> None:
+    """Run the keys service's command with /keys mapped to a directory here, then follow each
+    node's mounts: its key volume holds its secret key (0600, in a 0700 directory) and the
+    public topology carries the matching public keys, so every node's `--key` check passes."""
+    topo = load_topology(DEPLOY / "topology.json")
+    services = compose_dict(topo)["services"]
+    keys_dir = tmp_path / "keys"
+
+    def host(path: str) -> Path:  # the keys service's view: /run/mcepl and /keys/...
+        if path.startswith("/run/mcepl/"):
+            return DEPLOY / path[len("/run/mcepl/"):]
+        assert path == "/keys" or path.startswith("/keys/"), path
+        return keys_dir / path[len("/keys/"):] if path != "/keys" else keys_dir
+
+    cmd = list(services["keys"]["command"])
+    for flag in ("-o", "--topology-out"):
+        cmd[cmd.index(flag) + 1] = str(host(cmd[cmd.index(flag) + 1]))
+    cmd[2] = str(host(cmd[2]))
+    if "--owner" in cmd:  # chown needs root; as anyone else, own the files ourselves
+        cmd[cmd.index("--owner") + 1] = f"{os.getuid()}:{os.getgid()}"
+    assert mcepl_main(cmd) == 0
+    volumes = dict(v.split(":")[:2] for v in services["keys"]["volumes"])  # name -> path
+    public = load_topology(host(volumes["mcepl-public"]) / "topology.json")
+    assert public.secure and [n.address for n in public.nodes] == [n.address for n in topo.nodes]
+    for i in range(topo.num_nodes):
+        node = services[f"node-{i}"]
+        mounted = {v.split(":")[1]: v.split(":")[0] for v in node["volumes"]}
+        key_arg = node["command"][node["command"].index("--key") + 1]
+        inside = str(Path(key_arg).parent)
+        key = host(volumes[mounted[inside]]) / Path(key_arg).name  # via the named volume
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+        curve = CurveConfig.for_node(public, i, str(key))
+        assert curve is not None and set(curve.peers) == set(public.neighbors(i))
+
+
+def test_compose_without_keys_is_plaintext(tmp_path: Path) -> None:
+    out = tmp_path / "c.yml"
+    rc = mcepl_main(["topology", "compose", str(DEPLOY / "topology.json"), "--config",
+                     str(DEPLOY / "config.toml"), "-o", str(out), "--keys", "none"])
+    assert rc == 0
+    doc = compose_dict(load_topology(tmp_path / "deploy" / "topology.json"), keys="none")
+    assert "keys" not in doc["services"] and "volumes" not in doc
+    node = doc["services"]["node-3"]
+    assert node["command"][:3] == ["node", "--topology", "/run/mcepl/topology.json"]
+    assert "--key" not in node["command"] and node["depends_on"] == ["collector"]
+    assert "--key" not in out.read_text()
 
 
 def test_compose_from_any_topology(tmp_path: Path, tiny_cfg) -> None:
@@ -93,7 +163,7 @@ def test_compose_from_any_topology(tmp_path: Path, tiny_cfg) -> None:
     text = out.read_text()
     assert '"../files:/run/mcepl:ro"' in text and "build:" not in text
     assert f'"${{MCEPL_DATA:-{cfg.data.root}}}:/data:ro"' in text
-    assert text.count('image: "me/mcepl:1"') == 4
+    assert text.count('image: "me/mcepl:1"') == 5  # keys, collector, 3 nodes
 
 
 def test_docker_compose_accepts_the_checked_in_file() -> None:
@@ -107,4 +177,10 @@ def test_docker_compose_accepts_the_checked_in_file() -> None:
     proc = subprocess.run([exe, "-f", str(COMPOSE), "config", "--services"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(proc.stdout.split()) == sorted(["collector", *(f"node-{i}" for i in range(20))])
+    assert sorted(proc.stdout.split()) == sorted(["keys", "collector",
+                                                  *(f"node-{i}" for i in range(20))])
+    proc = subprocess.run([exe, "-f", str(COMPOSE), "config", "--volumes"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == sorted(["mcepl-public",
+                                                  *(f"mcepl-key-{i}" for i in range(20))])

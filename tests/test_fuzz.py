@@ -190,7 +190,8 @@ def _fuzz_codec_messages(link: tuple[str, list[Payload]], ops: list) -> None:
 
 
 def test_fuzz_codec_messages_with_history() -> None:
-    fuzz_for_budget(_fuzz_codec_messages)
+    chunks = fuzz_for_budget(_fuzz_codec_messages)
+    print(f"codec message fuzz: {chunks * CHUNK} examples in ~{FUZZ_SECONDS:g} s")
 
 
 @chunk_settings()
@@ -214,7 +215,8 @@ def _fuzz_random_frames_on_a_link(frames: list[bytes], codec: str, seed: int) ->
 
 
 def test_fuzz_random_tensor_frames_with_history() -> None:
-    fuzz_for_budget(_fuzz_random_frames_on_a_link)
+    chunks = fuzz_for_budget(_fuzz_random_frames_on_a_link)
+    print(f"tensor frame fuzz: {chunks * CHUNK} examples in ~{FUZZ_SECONDS:g} s")
 
 
 # ================================================================== (b) the round handler

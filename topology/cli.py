@@ -256,7 +256,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
            Path(args.topology_out) if args.topology_out is not None else keydir / "topology.json")
     try:
         topo = load_topology(args.file)
-        keydir.mkdir(parents=True, exist_ok=True)
         keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_topology(keyed, out)

@@ -143,7 +143,8 @@ def generate_keys(topo: Topology, keydir: str | Path, *, per_node_dirs: bool = F
     keydir = Path(keydir)
     if not keydir.exists():
         try:
-            keydir.mkdir(mode=0o700, parents=True)
+            # private unless it only holds per-node directories (each 0700, maybe chowned)
+            keydir.mkdir(mode=0o755 if per_node_dirs else 0o700, parents=True)
         except OSError as e:
             raise TopologyError(f"{keydir}: cannot make key directory: {e.strerror or e}") from None
     for n in topo.nodes:
