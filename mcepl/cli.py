@@ -106,6 +106,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     except (ConfigError, TopologyError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.inprocess and args.secure:
+        print("error: --secure applies to networked runs; --inprocess has no sockets",
+              file=sys.stderr)
+        return 2
     run_dir = Path(args.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{cfg.algorithm.name}")
     if (run_dir / "metrics.jsonl").exists():
         print(f"error: {run_dir} already holds a run (metrics.jsonl); choose another --out",

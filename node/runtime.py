@@ -197,6 +197,9 @@ class NodeRuntime:
         if msg.round > self.pos[0] + MAX_ROUNDS_AHEAD:
             self._drop("too_far_ahead", peer, f"round {msg.round} while at {self.pos[0]}")
             return
+        if msg.phase >= self.algo.phases(msg.round):
+            self._drop("bad_phase", peer, f"round {msg.round} has no phase {msg.phase}")
+            return
         slot = self.buffer.setdefault(key, {})
         if peer in slot:
             self._drop("duplicate", peer, f"second message for round {msg.round}")
@@ -371,6 +374,8 @@ class NodeRuntime:
         rec["comm_s"] = round(comm, 6)
         rec.update(self.algo.stats())
         rec["dropped"] = sum(self.dropped.values())
+        if getattr(self.sock, "curve", None) is not None:  # connections/messages CURVE refused
+            rec["rejected"] = sum(self.sock.rejected_counts().values())
         if is_eval_round(rnd, self.cfg.run.eval_every, self.cfg.run.rounds):
             t0 = time.perf_counter()
             sh = self.algo.ctx.shard

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from mcepl.cli import free_base_port
 from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
 from mcepl.launcher.launch import launch
@@ -198,9 +199,12 @@ def test_routing_id_must_match_the_authenticated_key(tmp_path: Path) -> None:
 
 
 # ---- whole networks ----------------------------------------------------------------------------
-def test_secure_network_equals_plaintext_inprocess(tmp_path: Path, tiny_cfg) -> None:
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_secure_network_equals_plaintext_inprocess(tmp_path: Path, tiny_cfg,
+                                                   transport: str) -> None:
     cfg = tiny_cfg({"run": {"rounds": 2, "eval_every": 1}})
-    topo = ipc_topology(tmp_path)
+    topo = ipc_topology(tmp_path) if transport == "ipc" else generate(
+        "complete", 3, retention=[0.5, 0.3, 0.2], base_port=free_base_port(3, start=23000))
     res = launch(cfg, topo, tmp_path / "run", quiet=True, secure=True)
     assert res.summary["status"] == "ok"
     assert_same_numbers(records(tmp_path / "run"), run_inprocess(cfg, topo).records)
