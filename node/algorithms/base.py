@@ -98,18 +98,19 @@ class Algorithm(ABC):
     def local_step(self, rnd: int) -> None:  # noqa: B027 - optional hook, no-op by default
         """Local computation of round `rnd` >= 1 (e.g. one minibatch), before any exchange."""
 
-    @abstractmethod
     def outgoing(self, rnd: int, phase: int) -> dict[int, Payload]:
-        """What goes to which peer in this phase."""
+        """What goes to which peer in this phase (by default nothing: a method that talks to
+        nobody also declares no phases)."""
+        return {}
 
     def check(self, rnd: int, phase: int, sender: int,  # noqa: B027 - optional hook
               payload: Payload) -> None:
         """Raise ValueError if `payload` is not what this algorithm can merge (wrong layers,
         shapes, dtypes or kind). The loop drops and counts such messages; it never crashes."""
 
-    @abstractmethod
     def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
         """Merge what the peers sent (exactly one message from each expected peer)."""
+        return None
 
     # --- evaluation and reporting ----------------------------------------------------------
     @abstractmethod

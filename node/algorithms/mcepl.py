@@ -118,12 +118,6 @@ class IndMask(Algorithm):
     def after_backprop(self) -> None:
         self.m = {n: self._mask(n, self.z[n], None) for n in self.layers}
 
-    def outgoing(self, rnd: int, phase: int) -> dict[int, Payload]:
-        return {}
-
-    def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
-        return None
-
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.ctx.model.module.eval()
         with torch.no_grad():

@@ -286,13 +286,6 @@ class WeightAlgorithm(Algorithm):
             raise ValueError(f"{self.name}: node {self.ctx.node_id} expects no message from node "
                              f"{sender} in round {rnd} phase {phase}")
 
-    # -- defaults for methods that talk to nobody --
-    def outgoing(self, rnd: int, phase: int) -> dict[int, Payload]:
-        return {}
-
-    def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
-        return None
-
     # -- evaluation, reporting, checkpoints --
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.ctx.model.module.eval()
