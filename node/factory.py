@@ -6,7 +6,6 @@ number for number.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import torch
@@ -74,6 +73,3 @@ def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> 
     params = cls.Params(**cfg.algorithm.params)
     return cls(ctx, params)
 
-
-def params_dict(algo: Algorithm) -> dict:
-    return dataclasses.asdict(algo.params)
