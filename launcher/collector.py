@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import zmq
 
+from mcepl.node.record import RecordError, RoundRecord
 from mcepl.protocol import ControlMessage, ProtocolError, decode_message, message_size
 
 log = logging.getLogger("mcepl.collector")
@@ -40,6 +40,7 @@ class CollectorState:
     nodes: dict[int, NodeStatus] = field(default_factory=dict)
     dropped: int = 0
     duplicates: int = 0  # records of a round already received (a resumed node redoing it)
+    bad_records: Counter[str] = field(default_factory=Counter)  # unreadable records, per node
 
     def min_round(self) -> int:
         return min((s.round for s in self.nodes.values()), default=-1)
@@ -110,21 +111,28 @@ class Collector:
         if msg.type != "metrics":
             self.state.dropped += 1
             return 0
-        rec: dict[str, Any] = dict(msg.body["record"])
-        if rec.get("node") != msg.sender or not isinstance(rec.get("round"), int):
+        try:
+            rec = RoundRecord.from_json(msg.body["record"])
+            if rec.node != msg.sender:
+                raise RecordError(f"node: {rec.node} in a message from node {msg.sender}")
+        except RecordError as exc:
             self.state.dropped += 1
+            self.state.bad_records[str(msg.sender)] += 1
+            if self.state.bad_records[str(msg.sender)] == 1:  # once per node: no log flood
+                log.warning("collector: dropped a metrics record from node %d: %s", msg.sender,
+                            exc)
             return 0
         st.bytes_metrics += size
         st.msgs_metrics += 1
-        if rec["round"] in st.rounds_seen:  # a node that resumed redid a round: keep the first
+        if rec.round in st.rounds_seen:  # a node that resumed redid a round: keep the first
             self.state.duplicates += 1
             return 0
-        st.rounds_seen.add(rec["round"])
-        st.round = max(st.round, rec["round"])
-        st.bytes_sent += int(rec.get("bytes_sent", 0))
-        if isinstance(rec.get("test_acc"), float):
-            st.test_acc = rec["test_acc"]
-        self.out.write(json.dumps(_json_safe(rec), sort_keys=True) + "\n")
+        st.rounds_seen.add(rec.round)
+        st.round = max(st.round, rec.round)
+        st.bytes_sent += rec.bytes_sent
+        if rec.test_acc is not None and rec.test_acc == rec.test_acc:  # evaluated, not NaN
+            st.test_acc = rec.test_acc
+        self.out.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
         return 1
 
     def close(self) -> None:
@@ -138,9 +146,3 @@ class Collector:
         tmp.replace(self.path.with_name("collector.json"))
         self.sock.close()
         self.zctx.term()
-
-
-def _json_safe(rec: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: write null instead."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in rec.items()}

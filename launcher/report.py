@@ -33,12 +33,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mcepl.node.record import RecordError, RoundRecord  # noqa: E402
 from mcepl.protocol import binary_entropy, parse_peer_bytes  # noqa: E402
 from mcepl.protocol.accounting import zmtp_frame_header  # noqa: E402
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Records of metrics.jsonl; a torn last line (crash mid-write) is skipped, not fatal."""
+def read_records(run_dir: Path) -> list[RoundRecord]:
+    """The records of metrics.jsonl; a torn last line (crash mid-write) or a record that does
+    not read as a RoundRecord is skipped with a warning, not fatal."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
@@ -47,10 +49,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append(RoundRecord.from_json(json.loads(line)))
         except json.JSONDecodeError:
             print(f"warning: {path}:{i}: unreadable line skipped")
+        except RecordError as exc:
+            print(f"warning: {path}:{i}: record skipped: {exc}")
     return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """`read_records` in JSON form (the flat dicts the summaries and plots read)."""
+    return [r.to_json() for r in read_records(run_dir)]
 
 
 def accuracy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, int]]:

@@ -2,7 +2,13 @@
 
 Unknown keys and wrongly typed values are errors that name the file, section and key. The
 algorithm section's keys are checked against the chosen algorithm's own `Params` dataclass, so
-each algorithm declares its hyper-parameters (and the paper's defaults) in one place.
+each algorithm declares its hyper-parameters (and the paper's defaults) in one place; the
+validated `Params` instance is what `Config.algorithm.params` holds.
+
+This module is the bottom of the stack: it imports nothing from `node`, `launcher`, `topology`
+or `protocol`. Names (algorithm, model, data set, partition, weight init, mask codec) are checked
+against the registries of `mcepl.registry`, which the modules owning those objects fill when
+they are imported (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mcepl import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,7 +71,13 @@ class RunConfig:
 @dataclass
 class AlgorithmConfig:
     name: str = "mcepl"
-    params: dict[str, Any] = field(default_factory=dict)
+    # the algorithm's own `Params` dataclass instance, validated (None only in a bare
+    # `Config()` built without `config_from_dict`: then every parameter is the default)
+    params: Any = None
+
+    def params_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (TOML, JSON, the config hash)."""
+        return {} if self.params is None else dataclasses.asdict(self.params)
 
 
 @dataclass
@@ -75,7 +89,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Fully resolved, TOML/JSON-friendly form (algorithm defaults filled in)."""
-        algo = {"name": self.algorithm.name, **self.algorithm.params}
+        algo = {"name": self.algorithm.name, **self.algorithm.params_dict()}
         return {
             "data": dataclasses.asdict(self.data),
             "model": dataclasses.asdict(self.model),
@@ -159,13 +173,10 @@ def _check_choice(where: str, value: str, choices: typing.Iterable[str]) -> None
 
 
 def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document into a Config."""
-    from mcepl.node.algorithms import ALGORITHMS
-    from mcepl.node.data import KNOWN_DATASETS as DATASETS
-    from mcepl.node.data import PARTITIONS
-    from mcepl.node.models import MODELS, WEIGHT_INITS
-    from mcepl.protocol import MASK_CODECS
+    """Validate a parsed TOML document into a Config.
 
+    The registries must have been filled (the node layer imported); an empty one raises
+    `mcepl.registry.RegistryError`, a programming error rather than a config error."""
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected a TOML document")
     known = {"data", "model", "algorithm", "run"}
@@ -182,15 +193,16 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     name = algo_d.pop("name", "mcepl")
     if not isinstance(name, str):
         raise ConfigError(f"{source}: algorithm.name: expected str")
-    _check_choice(f"{source}: algorithm.name", name, ALGORITHMS)
-    params = build_dataclass(ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
-    algo = AlgorithmConfig(name=name, params=dataclasses.asdict(params))
+    _check_choice(f"{source}: algorithm.name", name, registry.ALGORITHMS.require())
+    params = build_dataclass(registry.ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
+    algo = AlgorithmConfig(name=name, params=params)
 
-    _check_choice(f"{source}: data.dataset", data.dataset, DATASETS)
-    _check_choice(f"{source}: data.partition", data.partition, PARTITIONS)
-    _check_choice(f"{source}: model.name", model.name, MODELS)
-    _check_choice(f"{source}: model.weight_init", model.weight_init, WEIGHT_INITS)
-    _check_choice(f"{source}: run.codec", run.codec, MASK_CODECS)
+    _check_choice(f"{source}: data.dataset", data.dataset, registry.DATASETS.require())
+    _check_choice(f"{source}: data.partition", data.partition, registry.PARTITIONS.require())
+    _check_choice(f"{source}: model.name", model.name, registry.MODELS.require())
+    _check_choice(f"{source}: model.weight_init", model.weight_init,
+                  registry.WEIGHT_INITS.require())
+    _check_choice(f"{source}: run.codec", run.codec, registry.MASK_CODECS.require())
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,

@@ -6,6 +6,7 @@ number for number.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import torch
@@ -14,6 +15,7 @@ from mcepl.config import Config
 from mcepl.node.algorithms import ALGORITHMS, Algorithm, NodeContext
 from mcepl.node.data import Shard, load_all_shards, load_shard, read_label_assignment
 from mcepl.node.models import MaskedModel, build_model
+from mcepl.node.rounds import Evaluator
 from mcepl.topology import Topology, dumps_topology
 
 
@@ -61,6 +63,12 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
+    """The node's own full test set, evaluated on the configured rounds and device."""
+    return Evaluator(shard.test_x, shard.test_y, every=cfg.run.eval_every, rounds=cfg.run.rounds,
+                     batch_size=cfg.run.eval_batch_size, device=resolve_device(cfg.run.device))
+
+
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
     """The node's algorithm object over the shared model built from the shared seed."""
     device = resolve_device(cfg.run.device)
@@ -70,6 +78,8 @@ def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> 
     ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
                       total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
     cls = ALGORITHMS[cfg.algorithm.name]
-    params = cls.Params(**cfg.algorithm.params)
+    # each node its own copy: an algorithm may keep state in its params, nodes never share it
+    params = copy.deepcopy(cfg.algorithm.params) if cfg.algorithm.params is not None \
+        else cls.Params()
     return cls(ctx, params)
 

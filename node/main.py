@@ -10,7 +10,8 @@ import torch
 
 from mcepl.config import Config, ConfigError, load_config
 from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
-from mcepl.node.factory import build_algorithm, default_run_id, node_shard
+from mcepl.node.factory import build_algorithm, build_evaluator, default_run_id, node_shard
+from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
@@ -50,12 +51,13 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s node {args.id} %(levelname)s %(message)s")
     try:
+        load_plugins()
         cfg = load_config(args.config)
         topo = load_topology(args.topology)
         if args.id not in topo.ids:
             raise TopologyError(f"{args.topology}: no node with id {args.id} "
                                 f"(ids are 0..{topo.num_nodes - 1})")
-    except (ConfigError, TopologyError) as exc:
+    except (ConfigError, TopologyError, PluginError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -95,11 +97,11 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
         log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
                  node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
                  len(peers))
-        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir)
+        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir,
+                              evaluator=build_evaluator(cfg, shard))
         if resume_state is not None:
-            runtime.resume(resume_state)
-        else:
-            runtime.run()
+            runtime.restore(resume_state)
+        runtime.run()
         log.info("node %d: finished %d rounds; dropped messages: %s", node_id, cfg.run.rounds,
                  runtime.dropped_counts() or "none")
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""ZeroMQ sockets of one node, with every byte handed to ZeroMQ counted per peer.
+"""ZeroMQ sockets of one node: they move frames; counting them is `PeerLinks`' job (node/links.py).
 
 Each node binds one ROUTER (everything addressed to it arrives there, tagged by the sender's
 routing id) and connects one DEALER per neighbour (everything it sends leaves through those, and
@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from mcepl.protocol import message_size, zmtp_framing
 from mcepl.topology import Topology
 from mcepl.topology.keys import check_node_key, load_secret_key
 
-COLLECTOR = -1  # the peer id the metrics PUSH is counted under
 ZAP_DOMAIN = "mcepl"
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -105,23 +103,6 @@ class PeerAuthenticator(ThreadAuthenticator):
         return str(self.allowed[z85.encode(client_public_key)])
 
 
-@dataclass
-class ByteCounter:
-    """Bytes and messages per peer and per kind: "data" (training payload), "control" (handshake
-    hellos, which travel on our DEALER to the peer), "ack" (handshake replies, on our ROUTER),
-    "metrics" (records to the collector, peer COLLECTOR)."""
-
-    sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-    received: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-    msgs_sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-    msgs_received: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-    # ZMTP framing ZeroMQ adds around what we sent (flags + length per frame; protocol.zmtp_framing)
-    framing_sent: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-
-    def total(self, table: dict[tuple[int, str], int], kind: str | None = None) -> int:
-        return sum(v for (_, k), v in table.items() if kind is None or k == kind)
-
-
 def routing_id(node_id: int) -> bytes:
     return str(node_id).encode()
 
@@ -141,7 +122,6 @@ class NodeSockets:
                  curve: CurveConfig | None = None) -> None:
         self.node_id = node_id
         self.zctx = zmq.Context()
-        self.counter = ByteCounter()
         # messages and connections refused by the transport itself (CURVE only), by reason:
         # unknown_key (ZAP refused the key), handshake_failed (any other failed handshake),
         # auth_mismatch (routing id is not the node id the key belongs to)
@@ -206,29 +186,25 @@ class NodeSockets:
         if self.monitor is not None:
             self.poller.register(self.monitor, zmq.POLLIN)
 
-    def send(self, peer: int, frames: Sequence[bytes], kind: str = "data") -> int:
-        """Hand one multipart message to ZeroMQ for `peer`; returns the bytes counted."""
-        size = message_size(frames)
+    @property
+    def secure(self) -> bool:
+        """Whether the links between nodes are CURVE-encrypted (then `rejected_counts` counts)."""
+        return self.curve is not None
+
+    def send(self, peer: int, frames: Sequence[bytes]) -> None:
+        """Hand one multipart message to ZeroMQ for `peer` (on our DEALER to it)."""
         self.dealers[peer].send_multipart(list(frames), copy=False)
-        self.counter.sent[(peer, kind)] += size
-        self.counter.msgs_sent[(peer, kind)] += 1
-        self.counter.framing_sent[(peer, kind)] += zmtp_framing(frames)
-        return size
 
-    def reply(self, raw_id: bytes, frames: Sequence[bytes], peer: int,
-              kind: str = "control") -> None:
-        """Answer on the ROUTER (handshake acknowledgements)."""
+    def reply(self, raw_id: bytes, frames: Sequence[bytes]) -> None:
+        """Answer on the ROUTER (handshake acknowledgements); the routing id is ZeroMQ's."""
         self.router.send_multipart([raw_id, *frames])
-        self.counter.sent[(peer, kind)] += message_size(frames)
-        self.counter.msgs_sent[(peer, kind)] += 1
-        self.counter.framing_sent[(peer, kind)] += zmtp_framing(frames)  # routing id stays here
 
-    def push_metrics(self, frames: Sequence[bytes]) -> None:
-        if self.metrics is not None:
-            self.metrics.send_multipart(list(frames))
-            self.counter.sent[(COLLECTOR, "metrics")] += message_size(frames)
-            self.counter.msgs_sent[(COLLECTOR, "metrics")] += 1
-            self.counter.framing_sent[(COLLECTOR, "metrics")] += zmtp_framing(frames)
+    def push_metrics(self, frames: Sequence[bytes]) -> bool:
+        """Send to the collector; False when there is none (metrics are then only logged)."""
+        if self.metrics is None:
+            return False
+        self.metrics.send_multipart(list(frames))
+        return True
 
     def poll(self, timeout_ms: int) -> list[tuple[str, bytes | int, list[bytes]]]:
         """Everything readable within `timeout_ms`: ("router", raw routing id, frames) for

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import mcepl.node.plugins  # noqa: F401 - fills the registries the config validates against
 from mcepl.config import Config, config_from_dict
 
 NUM_CLASSES = 10

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     Masks,
     SparseWeightAlgorithm,
@@ -84,6 +84,7 @@ def drop_and_regrow(x: Weights, m: Masks, scores: Weights, frac: float) -> tuple
     return apply_masks(x, new_m), new_m
 
 
+@register_algorithm
 class DisPFL(SparseWeightAlgorithm):
     """Sparse personalised models: partial averaging on the own mask, drop-and-regrow."""
 

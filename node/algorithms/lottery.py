@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     Masks,
     SparseWeightAlgorithm,
@@ -70,6 +70,7 @@ def lottery_prune(x: Weights, m: Masks, r: float, rate: float) -> tuple[Masks, b
     return out, changed
 
 
+@register_algorithm
 class LotteryDSGD(SparseWeightAlgorithm):
     """Masked weight SGD, magnitude pruning with lottery resets, partial averaging."""
 

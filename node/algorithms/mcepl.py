@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from mcepl.node import masks as M
-from mcepl.node.algorithms.base import Algorithm, MinibatchSampler, NodeContext, expect_tensors
+from mcepl.node.algorithms.base import (
+    Algorithm,
+    MinibatchSampler,
+    NodeContext,
+    expect_tensors,
+    register_algorithm,
+)
 from mcepl.node.models import kaiming_uniform_like
 from mcepl.protocol.payload import Payload
 
@@ -63,6 +69,7 @@ def masked_loss_grads(ctx: NodeContext, masks: dict[str, torch.Tensor], x: torch
     return float(loss.detach()), dict(zip(v, grads, strict=True))
 
 
+@register_algorithm
 class IndMask(Algorithm):
     """ind-mask: MCE-PL's step 1 and m = Fil(Thres(|z|)); no neighbour, nothing sent."""
 
@@ -146,6 +153,7 @@ class IndMask(Algorithm):
         self.last_loss = state["last_loss"]
 
 
+@register_algorithm
 class MCEPL(IndMask):
     """MCE-PL: masks aggregated through the aggregation tensor, plus personalised fine-tuning."""
 

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mcepl.registry import DATASETS
+
 __all__ = [
     "CIFAR10_MD5",
     "DOWNLOAD_TIMEOUT_S",
@@ -502,10 +504,9 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
 
 # --------------------------------------------------------------------------- entry point
 
-KNOWN_DATASETS: dict[str, Callable[..., Dataset]] = {
-    "fashion-mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-}
+KNOWN_DATASETS = DATASETS  # the registry the config validates data.dataset against
+DATASETS.add("fashion-mnist", load_fashion_mnist)
+DATASETS.add("cifar10", load_cifar10)
 
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mcepl.registry import PARTITIONS as _PARTITIONS
+
 from .datasets import Dataset, load_dataset, to_tensor
 from .partition import (
     NodeIndices,
@@ -26,7 +28,10 @@ from .partition import (
 __all__ = ["PARTITIONS", "Shard", "build_shards", "compute_partition", "load_all_shards",
            "load_shard"]
 
-PARTITIONS = ("labels", "dirichlet", "iid")
+PARTITIONS = _PARTITIONS  # the registry the config validates data.partition against
+PARTITIONS.add("labels", partition_by_labels)
+PARTITIONS.add("dirichlet", partition_dirichlet)
+PARTITIONS.add("iid", partition_iid)
 
 
 @dataclass

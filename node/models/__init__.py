@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from mcepl.registry import MODELS, WEIGHT_INITS
 
 from .alexnet import AlexNet
 from .masking import MASKABLE, MaskedModel
 from .small_cnn import SmallCNN
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"alexnet": AlexNet, "small-cnn": SmallCNN}
-WEIGHT_INITS = ("default", "uniform", "kaiming-normal")
+MODELS.add("alexnet", AlexNet)
+MODELS.add("small-cnn", SmallCNN)
+# what a weight init does to each masked layer's weight (inside build_model's seeded RNG)
+WEIGHT_INITS.add("default", lambda w: None)  # PyTorch's own init, as built
+WEIGHT_INITS.add("uniform", lambda w: nn.init.uniform_(w, -1.0, 1.0))
+WEIGHT_INITS.add("kaiming-normal", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int,
@@ -27,17 +32,16 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if weight_init not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {WEIGHT_INITS}")
+        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of "
+                         f"{', '.join(WEIGHT_INITS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes,
                              logit_elu=logit_elu)
+        init = WEIGHT_INITS[weight_init]
         for sub in model.modules():
             if isinstance(sub, MASKABLE):
-                if weight_init == "uniform":
-                    nn.init.uniform_(sub.weight, -1.0, 1.0)
-                elif weight_init == "kaiming-normal":
-                    nn.init.kaiming_normal_(sub.weight, nonlinearity="relu")
+                init(sub.weight)
     return model
 
 
