@@ -24,7 +24,7 @@ COPY node ./node
 COPY protocol ./protocol
 COPY topology ./topology
 COPY launcher ./launcher
-RUN pip install . && python -c "import mcepl.cli, mcepl.node.main, mcepl.launcher.collector"
+RUN pip install . && python -c "import mcepl.launcher.cli, mcepl.node.main, mcepl.launcher.collector"
 
 RUN useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin mcepl
 USER mcepl

@@ -16,10 +16,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from mcepl.cli import default_topology, run_inprocess_to_dir
 from mcepl.config import load_config
+from mcepl.launcher.inprocess import run_inprocess_to_dir
 from mcepl.launcher.launch import launch
 from mcepl.launcher.report import read_metrics
+from mcepl.launcher.resolve import default_topology
 
 
 def round_times(records: list[dict]) -> list[float]:

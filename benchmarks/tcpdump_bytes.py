@@ -42,10 +42,10 @@ from typing import Any
 import msgpack
 
 import mcepl.launcher.launch as launch_mod
-from mcepl.cli import free_base_port
 from mcepl.config import load_config
 from mcepl.launcher.collector import Collector
 from mcepl.launcher.report import read_metrics
+from mcepl.launcher.resolve import free_base_port
 from mcepl.protocol import parse_peer_bytes
 from mcepl.protocol.accounting import ZMTP_GREETING, zmtp_frame_header, zmtp_ready
 from mcepl.topology import generate

@@ -1,6 +1,8 @@
 """The metrics collector: a PULL socket that writes each node's per-round records to metrics.jsonl.
 
-Used inside `mcepl launch` and alone as `mcepl collect` (nodes on separate machines). Every line
+Used inside `mcepl launch` and alone as `mcepl collect` (`collect_run`: nodes on separate
+machines). Records are read through `RoundRecord.from_json`: a record that does not read (wrong
+types, newer schema) is dropped and counted, never written and never fatal. Every line
 is flushed as it arrives, so a crash or Ctrl-C never loses what was already received. On close it
 writes `collector.json`: the bytes it received from each node (records and bye), for the bill.
 """
@@ -9,14 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq
 
+from mcepl.config import Config
+from mcepl.launcher.report import format_summary, write_report
+from mcepl.launcher.rundir import RunDir
 from mcepl.node.record import RecordError, RoundRecord
 from mcepl.protocol import ControlMessage, ProtocolError, decode_message, message_size
+from mcepl.topology import Topology
 
 log = logging.getLogger("mcepl.collector")
 
@@ -146,3 +155,48 @@ class Collector:
         tmp.replace(self.path.with_name("collector.json"))
         self.sock.close()
         self.zctx.term()
+
+
+@dataclass
+class CollectResult:
+    summary: dict[str, Any]
+    failures: dict[int, str]
+    complete: bool  # every node said bye
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and not self.failures
+
+
+def collect_run(cfg: Config, topo: Topology, run_dir: Path, *, run_id: str,
+                bind: str = "tcp://0.0.0.0:5600", timeout_s: float = 0) -> CollectResult:
+    """`mcepl collect`: write the run directory, bind, gather every node's records until all
+    said bye (or `timeout_s` passed, or Ctrl-C), then write the report. RunDirError for a used
+    directory, RuntimeError when the address cannot be bound."""
+    rd = RunDir.create(run_dir, cfg, topo)
+    col = Collector(rd.path, run_id, topo.num_nodes, bind=bind)
+    print(f"collector for {run_id} listening on {col.address}; waiting for {topo.num_nodes} nodes",
+          flush=True)
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    try:
+        while not col.state.all_done():
+            col.poll(500)
+            if deadline and time.monotonic() > deadline:
+                print("error: timed out waiting for nodes", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        print("interrupted; metrics so far are in metrics.jsonl", file=sys.stderr)
+    finally:
+        col.close()
+    failures = col.state.failures()
+    complete = col.state.all_done()
+    summary = write_report(rd.path, {"algorithm": cfg.algorithm.name, "model": cfg.model.name,
+                                     "dataset": cfg.data.dataset, "run_id": run_id,
+                                     "wall_s": time.perf_counter() - t0,
+                                     "status": "ok" if not failures and complete
+                                     else "incomplete"})
+    print(format_summary(summary))
+    for i, why in sorted(failures.items()):
+        print(f"node {i} failed: {why}", file=sys.stderr)
+    return CollectResult(summary, failures, complete)

@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcepl.config import Config, dump_toml
+from mcepl.config import Config
 from mcepl.launcher.collector import Collector
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
+from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import default_run_id, node_shard
-from mcepl.topology import Topology, save_topology
+from mcepl.topology import Topology
 from mcepl.topology.keys import generate_keys, key_paths
 
 
@@ -38,9 +39,10 @@ class LaunchResult:
 
 def node_command(i: int, run_dir: Path, collector: str, run_id: str,
                  key: Path | None = None) -> list[str]:
-    return [sys.executable, "-m", "mcepl.node.main", "--topology", str(run_dir / "topology.json"),
-            "--config", str(run_dir / "config.toml"), "--id", str(i), "--collector", collector,
-            "--run-id", run_id, "--checkpoint-dir", str(run_dir / "checkpoints"),
+    rd = RunDir(Path(run_dir))
+    return [sys.executable, "-m", "mcepl.node.main", "--topology", str(rd.topology),
+            "--config", str(rd.config), "--id", str(i), "--collector", collector,
+            "--run-id", run_id, "--checkpoint-dir", str(rd.checkpoints),
             *(["--key", str(key)] if key is not None else [])]
 
 
@@ -81,18 +83,18 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
 
     ``secure``: a fresh CURVE key pair per node in ``run_dir/keys`` (secret files 0600), public
     keys in the run's topology.json, each node given its secret key (``--key``)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").exists():
-        raise LaunchError(f"{run_dir} already holds a run (metrics.jsonl); choose another --out")
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dump_toml(cfg))
-    if secure:
-        topo = generate_keys(topo, run_dir / "keys")
-    elif topo.secure:
+    if topo.secure and not secure:
         raise LaunchError("the topology has CURVE public keys, but a local launch only knows the "
                           "secret keys it makes itself: pass --secure (fresh keys in "
-                          f"{run_dir / 'keys'}) or remove the public_key entries")
-    save_topology(topo, run_dir / "topology.json")
+                          f"{Path(run_dir) / 'keys'}) or remove the public_key entries")
+    try:
+        rd = RunDir.create(run_dir, cfg, logs=True)
+    except RunDirError as exc:
+        raise LaunchError(str(exc)) from None
+    run_dir = rd.path
+    if secure:
+        topo = generate_keys(topo, rd.keys)
+    rd.write_topology(topo)
     run_id = run_id or default_run_id(cfg, topo)
     preflight(cfg, topo)
     collector = Collector(run_dir, run_id, topo.num_nodes)
@@ -104,9 +106,9 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
     failure: str | None = None
     try:
         for n in topo.nodes:
-            log = open(run_dir / "logs" / f"node-{n.id}.log", "w")  # noqa: SIM115
+            log = open(rd.node_log(n.id), "w")  # noqa: SIM115
             logs.append(log)
-            key = key_paths(run_dir / "keys", n.id)[1] if secure else None
+            key = key_paths(rd.keys, n.id)[1] if secure else None
             procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
                                                        key),
                                           stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -120,10 +122,10 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
                 bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
                 if failed or bad:
                     i = min(failed) if failed else bad[0]
-                    why = failed.get(i) or _last_line(run_dir / "logs" / f"node-{i}.log")
+                    why = failed.get(i) or _last_line(rd.node_log(i))
                     code = codes[i]
                     failure = (f"node {i} failed" + (f" (exit {code})" if code else "")
-                               + f": {why}  [log: {run_dir / 'logs' / f'node-{i}.log'}]")
+                               + f": {why}  [log: {rd.node_log(i)}]")
                     break
                 if all(c == 0 for c in codes):
                     deadline = time.monotonic() + 5.0
@@ -142,7 +144,7 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
     wall = time.perf_counter() - t0
     extra = {"algorithm": cfg.algorithm.name, "wall_s": wall, "run_id": run_id,
              "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok"}
-    summary = write_report(run_dir, extra) if (run_dir / "metrics.jsonl").stat().st_size else {}
+    summary = write_report(run_dir, extra) if rd.metrics.stat().st_size else {}
     if failure:
         raise LaunchError(failure)
     if not quiet:

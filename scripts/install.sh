@@ -32,4 +32,4 @@ if ! have_data && command -v apt-get >/dev/null 2>&1; then
       echo "note: could not install dataset-fashion-mnist; mcepl will try to download the files"
   fi
 fi
-echo "mcepl installed: $(command -v mcepl || echo "python3 -m mcepl.cli")"
+echo "mcepl installed: $(command -v mcepl || echo "python3 -m mcepl.launcher.cli")"

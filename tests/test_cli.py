@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import main
 from mcepl.config import dump_toml
+from mcepl.launcher.cli import main
 
 
 @pytest.mark.parametrize("sub", [[], ["launch"], ["node"], ["collect"], ["report"],

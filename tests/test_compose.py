@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
+from mcepl.launcher.cli import main as mcepl_main
 from mcepl.node.transport import CurveConfig
 from mcepl.topology import generate, load_topology, save_topology
 from mcepl.topology.compose import compose_dict, render_compose, to_yaml

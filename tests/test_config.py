@@ -223,3 +223,31 @@ def test_tiny_cfg_fixture(tiny_cfg, tiny_data_dir: Path) -> None:
     assert other.algorithm.name == "ind-mask" and other.algorithm.params.lr == 0.5
     assert other.algorithm.params.batch_size == 16 and other.run.seed == 3
     assert tiny_cfg({"run": {"rounds": 2}}).run.rounds == 2
+
+
+# --------------------------------------------------------------------------- the bottom layer
+
+
+def test_config_hash_is_pinned() -> None:
+    """Typed params flatten exactly as before: the hash (on the wire, in run ids) is unchanged."""
+    assert config_from_dict({}).hash() == "e3f5855779aab2e0"
+    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "efc470a58f050368"
+    assert config_from_dict({"algorithm": {"name": "dispfl", "lr": 0.5},
+                             "run": {"codec": "delta"}}).hash() == "00f8ce6d6af8c896"
+
+
+def test_config_alone_imports_nothing_above_and_says_what_is_missing() -> None:
+    """mcepl.config imports no layer above it; validating with empty registries is a clear
+    error naming what to import, not an upward import."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport mcepl.config as c\n"
+            "assert not [m for m in sys.modules if m.startswith(('mcepl.node', 'mcepl.launcher',"
+            " 'mcepl.topology', 'mcepl.protocol'))], sorted(sys.modules)\n"
+            "c.config_from_dict({})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "RegistryError: no algorithm is registered: import mcepl.node.algorithms" in \
+        proc.stderr, proc.stderr

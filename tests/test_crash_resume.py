@@ -66,7 +66,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
                                  "--collector", collector_addr, "--checkpoint-dir", str(ckpt),
                                  *extra], stdout=log, stderr=subprocess.STDOUT)
 
-    collector = subprocess.Popen([sys.executable, "-m", "mcepl.cli", "collect", *common,
+    collector = subprocess.Popen([sys.executable, "-m", "mcepl.launcher.cli", "collect", *common,
                                   "--bind", collector_addr, "--out", str(run_dir),
                                   "--timeout", "240"], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from mcepl.cli import free_base_port
-from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
+from mcepl.launcher.cli import main as mcepl_main
 from mcepl.launcher.launch import launch
+from mcepl.launcher.resolve import free_base_port
 from mcepl.node.factory import build_algorithm, default_run_id, node_shard
 from mcepl.node.inprocess import run_inprocess
 from mcepl.node.transport import CurveConfig, NodeSockets

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import free_base_port
 from mcepl.launcher.launch import LaunchError, launch
+from mcepl.launcher.resolve import free_base_port
 from mcepl.node.inprocess import run_inprocess
 from mcepl.topology import generate, save_topology
 
@@ -63,7 +63,8 @@ def test_cli_launch_writes_run_directory(tmp_path: Path, tiny_cfg) -> None:
     save_topology(topo, tmp_path / "topo.json")
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "mcepl.cli", "launch", "--config", str(tmp_path / "cfg.toml"),
+        [sys.executable, "-m", "mcepl.launcher.cli", "launch",
+         "--config", str(tmp_path / "cfg.toml"),
          "--topology", str(tmp_path / "topo.json"), "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import free_base_port
 from mcepl.config import dump_toml
 from mcepl.launcher.launch import launch
+from mcepl.launcher.resolve import free_base_port
 from mcepl.topology import Topology, generate, save_topology, with_transport
 
 pytestmark = pytest.mark.slow
@@ -170,7 +170,7 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
     common = ["--topology", str(files / "topology.json"), "--config", str(files / "config.toml"),
               "--run-id", RUN_ID]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    mcepl = [sys.executable, "-m", "mcepl.cli"]
+    mcepl = [sys.executable, "-m", "mcepl.launcher.cli"]
 
     # The IPs live only inside the namespaces: the host namespace has none of them.
     assert f"{lab.subnet}." not in _ip("-o", "-4", "addr", "show").stdout
