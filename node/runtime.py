@@ -26,7 +26,7 @@ from mcepl.node.checkpoint import (
     save_checkpoint,
 )
 from mcepl.node.links import COLLECTOR, Delivered, PeerLinks
-from mcepl.node.record import RoundRecord
+from mcepl.node.record import RecordError, RoundRecord
 from mcepl.node.rounds import Evaluator, RoundCore
 from mcepl.node.transport import NodeSockets, parse_routing_id
 from mcepl.protocol import (
@@ -243,12 +243,12 @@ class NodeRuntime:
         if self.metrics_log is not None and self.metrics_log.exists():
             for line in self.metrics_log.read_text().splitlines():
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
+                    rec = RoundRecord.from_json(json.loads(line))
+                except (json.JSONDecodeError, RecordError):
                     continue  # a line torn by the crash; that round is redone anyway
-                if isinstance(rec, dict) and isinstance(rec.get("round"), int) \
-                        and rec["round"] <= done:
-                    self._push(encode_metrics(rec, run_id=self.run_id, sender=self.id))
+                if rec.round <= done:
+                    self._push(encode_metrics(rec.to_json(), run_id=self.run_id,
+                                              sender=self.id))
         self.pos = (done + 1, 0)
         self.start_round, self.resumed = done + 1, True
         return done + 1
