@@ -1,13 +1,14 @@
 """The `mcepl` command: argument parsing only. Each subcommand maps its flags onto the launcher
 (`launch`, `inprocess`, `collector`, `report`, `rundir`, `resolve`), the node entry
-(`mcepl node`) and the topology tools (`mcepl topology ...`), and turns their errors into one
-line on stderr and an exit code (2: bad input, 1: the run failed)."""
+(`mcepl node`), the topology tools (`mcepl topology ...`) and the dashboard (`dashboard/`), and
+turns their errors into one line on stderr and an exit code (2: bad input, 1: the run failed)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from mcepl import __version__
 from mcepl.config import Config, ConfigError, load_config
@@ -40,6 +41,41 @@ def _add_common_run_flags(p: argparse.ArgumentParser) -> None:
                         "= ~H(r) bits per entry, delta = change since the last mask sent")
     p.add_argument("--out", help="run directory (default runs/<time>-<algorithm>)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary output")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} outside 0..65535")
+    return port
+
+
+def _add_dashboard_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dashboard", nargs="?", type=_port, const=-1, default=None, metavar="PORT",
+                   help="serve a live web page of the run at http://127.0.0.1:PORT/ (default "
+                        "port 8050, or the next free one; 0: any free port)")
+    p.add_argument("--dashboard-bind", default="127.0.0.1", metavar="HOST",
+                   help="address the dashboard listens on (default 127.0.0.1, this machine "
+                        "only; 0.0.0.0 opens it to other machines)")
+
+
+def _open_dashboard(args: argparse.Namespace, cfg: Config, topo: Topology,
+                    run_dir: Path) -> Any:
+    """The live dashboard the flags ask for, started (its line printed), or None;
+    DashboardError when it cannot listen."""
+    if getattr(args, "dashboard", None) is None:
+        return None
+    from .dashboard.live import LiveDashboard, bind_note
+    from .dashboard.runinfo import from_objects
+
+    info = from_objects(cfg, topo, name=run_dir.name, path=str(run_dir))
+    dash = LiveDashboard(info, args.dashboard_bind, None if args.dashboard < 0 else args.dashboard)
+    dash.start()
+    print(bind_note(dash.server), flush=True)
+    return dash
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[Config, Topology]:
@@ -77,18 +113,35 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"mcepl {__version__}: {topo.num_nodes} nodes, {len(topo.edges)} edges, "
               f"{cfg.algorithm.name} on {cfg.data.dataset} with {cfg.model.name}, "
               f"{cfg.run.rounds} rounds -> {run_dir}")
+    from .dashboard.server import DashboardError
+
+    try:
+        dash = _open_dashboard(args, cfg, topo, run_dir)
+    except DashboardError as exc:
+        return _error(exc)
+    observer = dash.observer if dash is not None else None
+    status = "finished: ok"
     try:
         if args.inprocess:
-            run_inprocess_to_dir(cfg, topo, run_dir, quiet=args.quiet)
+            run_inprocess_to_dir(cfg, topo, run_dir, quiet=args.quiet, observer=observer)
         else:
-            launch(cfg, topo, run_dir, quiet=args.quiet, secure=args.secure)
+            launch(cfg, topo, run_dir, quiet=args.quiet, secure=args.secure, observer=observer)
     except RunDirError as exc:
+        status = f"failed: {exc}"
         return _error(exc)
     except LaunchError as exc:
+        status = f"failed: {exc}"
         return _error(exc, 1)
     except KeyboardInterrupt:
+        status = "interrupted"
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if dash is not None:
+            dash.finish(status)
+            dash.stop()
+            if not args.quiet:
+                print(f"dashboard closed; to look again: mcepl dashboard {run_dir}")
     return 0
 
 
@@ -102,12 +155,26 @@ def cmd_collect(args: argparse.Namespace) -> int:
         topo = load_topology(args.topology)
     except (ConfigError, TopologyError) as exc:
         return _error(exc)
+    from .dashboard.server import DashboardError
+
+    try:
+        check_unused(args.out)
+        dash = _open_dashboard(args, cfg, topo, Path(args.out))
+    except (RunDirError, DashboardError) as exc:
+        return _error(exc)
+    status = "incomplete"
     try:
         result = collect_run(cfg, topo, Path(args.out),
                              run_id=args.run_id or default_run_id(cfg, topo), bind=args.bind,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout,
+                             observer=dash.observer if dash is not None else None)
+        status = "finished: ok" if result.ok else "incomplete"
     except (RunDirError, RuntimeError) as exc:
         return _error(exc)
+    finally:
+        if dash is not None:
+            dash.finish(status)
+            dash.stop()
     return 0 if result.ok else 1
 
 
@@ -124,6 +191,33 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(args.out or "report")
         write_comparison([Path(d) for d in args.runs], out)
         print(f"comparison: {out / 'report.md'} (plots and comparison.csv beside it)")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import time
+
+    from .dashboard.live import ReplayDashboard, bind_note
+    from .dashboard.runinfo import NotARunError
+    from .dashboard.server import DashboardError
+
+    if args.speed < 0:
+        return _error(f"--speed must be >= 0, got {args.speed:g}")
+    try:
+        dash = ReplayDashboard([Path(d) for d in args.runs], args.bind, args.port, args.speed)
+    except (NotARunError, DashboardError) as exc:
+        return _error(exc)
+    dash.start()
+    print(bind_note(dash.server), flush=True)
+    print(f"serving {len(args.runs)} run{'s' if len(args.runs) > 1 else ''}; Ctrl-C to stop",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dash.stop()
     return 0
 
 
@@ -146,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secure", action="store_true",
                    help="encrypt and authenticate the traffic between nodes with ZeroMQ CURVE: "
                         "a fresh key pair per node in RUN/keys (secret files mode 0600)")
+    _add_dashboard_flags(p)
     p.set_defaults(func=cmd_launch)
 
     add_node_parser(sub)
@@ -158,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--run-id")
     p.add_argument("--timeout", type=float, default=0, help="give up after N seconds (0: never)")
+    _add_dashboard_flags(p)
     p.set_defaults(func=cmd_collect)
 
     add_topology_parser(sub)
@@ -170,6 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", help="where comparison plots go when several runs are given")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="a web page of finished (or running) runs",
+                       description="Serve the dashboard of one or more run directories at "
+                                   "http://127.0.0.1:PORT/: the graph, accuracy per round, "
+                                   "accuracy against bytes (all runs side by side) and the "
+                                   "per-node table. A run still being written is followed.")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--port", type=_port, default=None,
+                   help="port (default 8050, or the next free one; 0: any free port)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="HOST",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to other "
+                        "machines)")
+    p.add_argument("--speed", type=float, default=0.0, metavar="ROUNDS_PER_S",
+                   help="replay the records at this many rounds per second (default 0: all at "
+                        "once)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ from mcepl.protocol import ControlMessage, ProtocolError, decode_message, messag
 from mcepl.topology import Topology
 
 log = logging.getLogger("mcepl.collector")
+
+# called as observer(event, node, body) for each accepted event: "record" (the record as written
+# to metrics.jsonl) and "bye" ({"status", "reason"}); it must return at once (the dashboard's
+# hub only appends under a lock), and an exception in it is logged, never fatal to the run
+Observer = Callable[[str, int, dict[str, Any]], None]
 
 
 @dataclass
@@ -72,8 +78,9 @@ class Collector:
     """Binds a PULL socket and appends validated metrics records to `<run_dir>/metrics.jsonl`."""
 
     def __init__(self, run_dir: Path, run_id: str, num_nodes: int,
-                 bind: str = "tcp://127.0.0.1:*") -> None:
+                 bind: str = "tcp://127.0.0.1:*", observer: Observer | None = None) -> None:
         self.run_id = run_id
+        self.observer = observer
         self.zctx = zmq.Context()
         self.sock = self.zctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -116,6 +123,7 @@ class Collector:
             st.bytes_bye += size
             st.done, st.status = True, str(msg.body.get("status", ""))
             st.reason = str(msg.body.get("reason", ""))
+            self._notify("bye", msg.sender, {"status": st.status, "reason": st.reason})
             return 0
         if msg.type != "metrics":
             self.state.dropped += 1
@@ -141,8 +149,18 @@ class Collector:
         st.bytes_sent += rec.bytes_sent
         if rec.test_acc is not None and rec.test_acc == rec.test_acc:  # evaluated, not NaN
             st.test_acc = rec.test_acc
-        self.out.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
+        line = rec.to_json()
+        self.out.write(json.dumps(line, sort_keys=True) + "\n")
+        self._notify("record", msg.sender, line)
         return 1
+
+    def _notify(self, event: str, node: int, body: dict[str, Any]) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(event, node, body)
+        except Exception:  # a watcher must never stop the collection
+            log.exception("collector: observer failed on %s from node %d", event, node)
 
     def close(self) -> None:
         self.out.close()
@@ -169,12 +187,13 @@ class CollectResult:
 
 
 def collect_run(cfg: Config, topo: Topology, run_dir: Path, *, run_id: str,
-                bind: str = "tcp://0.0.0.0:5600", timeout_s: float = 0) -> CollectResult:
+                bind: str = "tcp://0.0.0.0:5600", timeout_s: float = 0,
+                observer: Observer | None = None) -> CollectResult:
     """`mcepl collect`: write the run directory, bind, gather every node's records until all
     said bye (or `timeout_s` passed, or Ctrl-C), then write the report. RunDirError for a used
     directory, RuntimeError when the address cannot be bound."""
     rd = RunDir.create(run_dir, cfg, topo)
-    col = Collector(rd.path, run_id, topo.num_nodes, bind=bind)
+    col = Collector(rd.path, run_id, topo.num_nodes, bind=bind, observer=observer)
     print(f"collector for {run_id} listening on {col.address}; waiting for {topo.num_nodes} nodes",
           flush=True)
     t0 = time.perf_counter()

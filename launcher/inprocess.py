@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mcepl.config import Config
+from mcepl.launcher.collector import Observer
 from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir
 from mcepl.node.inprocess import run_inprocess
@@ -16,15 +17,18 @@ from mcepl.topology import Topology
 
 
 def run_inprocess_to_dir(cfg: Config, topo: Topology, run_dir: str | Path,
-                         quiet: bool = False) -> dict[str, Any]:
+                         quiet: bool = False, observer: Observer | None = None) -> dict[str, Any]:
     """Run every node in this process, writing `run_dir`; returns the summary. RunDirError
-    when the directory already holds a run."""
+    when the directory already holds a run. ``observer`` gets each record as the collector's
+    does ("record", node, record)."""
     rd = RunDir.create(run_dir, cfg, topo)
 
     with open(rd.metrics, "w", buffering=1) as out:
         def on_round(rnd: int, records: list[dict[str, Any]]) -> None:
             for r in records:
                 out.write(json.dumps(r, sort_keys=True) + "\n")
+                if observer is not None:
+                    observer("record", r["node"], r)
             accs = [r["test_acc"] for r in records if r.get("test_acc") is not None]
             if accs and not quiet:
                 print(f"round {rnd}/{cfg.run.rounds}: mean acc {sum(accs) / len(accs):.4f}",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcepl.config import Config
-from mcepl.launcher.collector import Collector
+from mcepl.launcher.collector import Collector, Observer
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir, RunDirError
@@ -78,11 +78,14 @@ def preflight(cfg: Config, topo: Topology) -> None:
 
 
 def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
-           run_id: str | None = None, secure: bool = False) -> LaunchResult:
+           run_id: str | None = None, secure: bool = False,
+           observer: Observer | None = None) -> LaunchResult:
     """Run the whole network locally; returns the summary, raises LaunchError on a node failure.
 
     ``secure``: a fresh CURVE key pair per node in ``run_dir/keys`` (secret files 0600), public
-    keys in the run's topology.json, each node given its secret key (``--key``)."""
+    keys in the run's topology.json, each node given its secret key (``--key``).
+    ``observer`` (e.g. the dashboard) gets what the collector gets, and ("failed", i,
+    {"reason"}) when node i's process ends with an error."""
     if topo.secure and not secure:
         raise LaunchError("the topology has CURVE public keys, but a local launch only knows the "
                           "secret keys it makes itself: pass --secure (fresh keys in "
@@ -97,7 +100,7 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
     rd.write_topology(topo)
     run_id = run_id or default_run_id(cfg, topo)
     preflight(cfg, topo)
-    collector = Collector(run_dir, run_id, topo.num_nodes)
+    collector = Collector(run_dir, run_id, topo.num_nodes, observer=observer)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
     procs: list[subprocess.Popen] = []
     logs = []
@@ -126,6 +129,8 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
                     code = codes[i]
                     failure = (f"node {i} failed" + (f" (exit {code})" if code else "")
                                + f": {why}  [log: {rd.node_log(i)}]")
+                    if observer is not None:
+                        observer("failed", i, {"reason": failure})
                     break
                 if all(c == 0 for c in codes):
                     deadline = time.monotonic() + 5.0
