@@ -31,7 +31,8 @@ from mcepl.topology import Topology
 log = logging.getLogger("mcepl.collector")
 
 # called as observer(event, node, body) for each accepted event: "record" (the record as written
-# to metrics.jsonl) and "bye" ({"status", "reason"}); it must return at once (the dashboard's
+# to metrics.jsonl), "status" (a node waiting: {"round", "phase", "waiting_for", "waited_s"})
+# and "bye" ({"status", "reason"}); it must return at once (the dashboard's
 # hub only appends under a lock), and an exception in it is logged, never fatal to the run
 Observer = Callable[[str, int, dict[str, Any]], None]
 
@@ -48,6 +49,8 @@ class NodeStatus:
     bytes_metrics: int = 0  # bytes of metrics messages received from the node (records)
     msgs_metrics: int = 0
     bytes_bye: int = 0  # bytes of its bye message
+    bytes_status: int = 0  # bytes of its status messages ("waiting for neighbour X")
+    msgs_status: int = 0
 
 
 @dataclass
@@ -125,6 +128,12 @@ class Collector:
             st.reason = str(msg.body.get("reason", ""))
             self._notify("bye", msg.sender, {"status": st.status, "reason": st.reason})
             return 0
+        if msg.type == "status":
+            st.bytes_status += size
+            st.msgs_status += 1
+            if not st.done:
+                self._notify("status", msg.sender, dict(msg.body))
+            return 0
         if msg.type != "metrics":
             self.state.dropped += 1
             return 0
@@ -166,7 +175,9 @@ class Collector:
         self.out.close()
         # what the collector itself received per node (kind "metrics"), for the summary
         received = {str(i): {"metrics": st.bytes_metrics, "metrics_msgs": st.msgs_metrics,
-                             "bye": st.bytes_bye} for i, st in sorted(self.state.nodes.items())}
+                             "bye": st.bytes_bye, "status": st.bytes_status,
+                             "status_msgs": st.msgs_status}
+                    for i, st in sorted(self.state.nodes.items())}
         tmp = self.path.with_name("collector.json.tmp")
         tmp.write_text(json.dumps({"received": received, "dropped": self.state.dropped},
                                   indent=1, sort_keys=True))

@@ -390,8 +390,8 @@ def markdown_report(s: dict[str, Any], run_dir: Path) -> str:
         lines.append(f"| {kind} | {v.get('sent', '')} | {v.get('received', '')} |")
     col = s.get("collector_received")
     if col:
-        lines.append(f"| metrics at the collector (records + bye) | | "
-                     f"{sum(c['metrics'] + c['bye'] for c in col.values())} |")
+        lines.append(f"| metrics at the collector (records + status + bye) | | "
+                     f"{sum(c['metrics'] + c['bye'] + c.get('status', 0) for c in col.values())} |")
     lines += ["", "## Bytes per node", "", _node_table_md(s.get("bytes_per_node", {}), s), "",
               "## Accuracy", "", "| round | mean accuracy | nodes |", "|---|---|---|"]
     lines += [f"| {c['round']} | {c['mean_acc']:.4f} | {c['nodes']} |"

@@ -353,6 +353,34 @@ def test_collector_survives_a_failing_observer(tmp_path: Path) -> None:
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_status_message_from_a_node_shows_waiting(tmp_path: Path) -> None:
+    dash = LiveDashboard(info(nodes=3, rounds=5), port=0)
+    col = Collector(tmp_path, "run-s", 3, observer=dash.observer)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(col.address)
+    status = encode_control("status", {"round": 2, "phase": 0, "waiting_for": [0, 2],
+                                       "waited_s": 1.5}, run_id="run-s", sender=1)
+    try:
+        push.send_multipart(status)
+        push.send_multipart(encode_control("status", {"round": 2, "phase": 0, "waiting_for": [],
+                                                      "waited_s": 1.5}, run_id="other",
+                                           sender=1))  # another run: dropped
+        deadline = time.monotonic() + 10
+        while col.state.dropped < 1 and time.monotonic() < deadline:
+            col.poll(100)
+        st = dash.hub.snapshot()["runs"]["0"]["states"]["1"]
+        assert st["state"] == WAITING
+        assert st["detail"] == "round 2: waiting for neighbour 0, 2 (2 s)"
+    finally:
+        push.close(linger=0)
+        ctx.term()
+        col.close()
+        dash.server.sock.close()
+    received = json.loads((tmp_path / "collector.json").read_text())["received"]["1"]
+    assert received["status"] == sum(map(len, status)) and received["status_msgs"] == 1
+
+
 # ---------------------------------------------------------------------- command line
 
 def test_dashboard_command_bad_run_directories(tmp_path: Path,
