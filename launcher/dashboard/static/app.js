@@ -132,10 +132,14 @@ function buildGraph() {
       { selector: "node[state = 'stopped']", style: { "border-style": "dashed", "border-width": 3 } },
       { selector: "node.hl", style: { "overlay-color": HILITE, "overlay-opacity": 0.25, "overlay-padding": 5 } },
       { selector: "edge", style: {
-        width: "mapData(w, 0, 1, 1, 11)", "line-color": "mapData(w, 0, 1, #c6dbef, #08306b)",
-        "curve-style": "straight", opacity: 0.85 } },
+        width: "mapData(w, 0, 1, 0.5, 7)", "line-color": "mapData(w, 0, 1, #c6dbef, #08306b)",
+        "curve-style": "straight", opacity: 0.6 } },
     ],
-    layout: { name: "cose", animate: false, randomize: true, nodeRepulsion: () => 9000, idealEdgeLength: () => 90, padding: 20 },
+    // cytoscape's force-directed layout for sparse graphs; dense ones (the ER(0.5) default) are
+    // unreadable that way, so their nodes go on a circle
+    layout: run.info.edges.length > 2 * run.info.nodes.length
+      ? { name: "circle", animate: false, padding: 25, sort: (a, b) => a.data("node") - b.data("node") }
+      : { name: "cose", animate: false, randomize: true, nodeRepulsion: () => 12000, idealEdgeLength: () => 80, padding: 25 },
   });
   dash.cy.on("mouseover", "node", (ev) => setHover(ev.target.data("node"), ev.renderedPosition || ev.target.renderedPosition()));
   dash.cy.on("mouseout", "node", () => setHover(null));
