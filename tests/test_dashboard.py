@@ -460,3 +460,40 @@ def test_dashboard_command_serves_until_interrupted(finished_run: Path) -> None:
     finally:
         proc.send_signal(2)
         assert proc.wait(20) == 0
+
+
+def test_collect_serves_a_dashboard_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mcepl.topology import save_topology
+
+    save_topology(generate("ring", 3, base_port=26000), tmp_path / "topo.json")
+    rc = main(["collect", "--topology", str(tmp_path / "topo.json"), "--bind",
+               "tcp://127.0.0.1:*", "--out", str(tmp_path / "run"), "--timeout", "1",
+               "--dashboard", "0"])
+    out = capsys.readouterr()
+    assert rc == 1 and "timed out" in out.err  # no node came
+    assert "dashboard: http://127.0.0.1:" in out.out
+
+
+def test_every_static_file_goes_into_the_wheel() -> None:
+    """pyproject's package-data globs cover every file the page needs (a non-editable install
+    serves the page from the installed package)."""
+    import fnmatch
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    from mcepl.launcher.dashboard.server import STATIC
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["mcepl.launcher.dashboard"]
+    files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file()]
+    assert len(files) >= 9
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert missing == []
+    html = (STATIC / "index.html").read_text()
+    for ref in ("static/vendor/cytoscape.min.js", "static/vendor/uPlot.iife.min.js",
+                "static/app.js"):
+        assert ref in html and (STATIC.parent / ref).is_file()
