@@ -179,8 +179,10 @@ function setHover(id, pos) {
     tip.innerHTML = tooltipHtml(n);
     tip.hidden = false;
     const g = $("#graph");
-    tip.style.left = Math.min(g.offsetLeft + pos.x + 14, g.offsetLeft + g.clientWidth - 250) + "px";
-    tip.style.top = (g.offsetTop + pos.y + 14) + "px";
+    // beside the node, on the side of the graph with more room
+    const left = pos.x > g.clientWidth / 2 ? pos.x - tip.offsetWidth - 16 : pos.x + 16;
+    tip.style.left = Math.max(0, g.offsetLeft + left) + "px";
+    tip.style.top = Math.max(0, g.offsetTop + Math.min(pos.y - 20, g.clientHeight - tip.offsetHeight)) + "px";
   }
   if (dash.accPlot) dash.accPlot.redraw(false, false);
   for (const tr of document.querySelectorAll("#nodes tbody tr")) tr.classList.toggle("hl", +tr.dataset.node === id);
