@@ -123,8 +123,9 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
     data = training payload (`bytes_sent`, `bytes_received`: the messages the rounds used),
     control = handshake, metrics = the records pushed to the collector (each record states its
-    own message size), framing = the ZMTP headers ZeroMQ put around the frames sent (metrics
-    included)."""
+    own message size) and the "waiting for" status messages (`bytes_sent_status`), framing =
+    the ZMTP headers ZeroMQ put around the frames sent (records included; status messages, 2
+    bytes each, are not)."""
     out: dict[int, dict[str, Any]] = {}
     rounds: dict[int, int] = defaultdict(int)
     for r in records:
@@ -136,7 +137,7 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         n["control_sent"] += _int(r, "bytes_sent_control")
         n["control_received"] += _int(r, "bytes_received_control")
         m = _int(r, "bytes_sent_metrics")
-        n["metrics_sent"] += m
+        n["metrics_sent"] += m + _int(r, "bytes_sent_status")
         n["mask_entries"] += _int(r, "mask_entries")
         n["mask_bytes"] += _int(r, "mask_bytes")
         framing = sum(f for (_, _), (_, _, f) in _peers(r).items())

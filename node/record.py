@@ -24,7 +24,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+# 1: the first typed record; 2: adds `dropped_by` (a string: an older reader refuses the record
+# with "newer schema" instead of a puzzling key error) and `bytes_sent_status`
+SCHEMA_VERSION = 2
 
 
 class RecordError(ValueError):
@@ -59,12 +61,14 @@ class RoundRecord:
     comm_s: float = 0.0
     # robustness
     dropped: int = 0
+    dropped_by: str | None = None  # the same by reason: "REASON:COUNT ..." (networked only)
     rejected: int | None = None
     # evaluation rounds only
     test_acc: float | None = None
     eval_s: float | None = None
     t_end: float = 0.0
     bytes_sent_metrics: int | None = None
+    bytes_sent_status: int = 0  # "waiting for ..." status messages to the collector, this round
     stats: dict[str, float | None] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -89,7 +93,7 @@ class RoundRecord:
         """Validate a record read from disk or the network (see the module docstring)."""
         if not isinstance(d, dict):
             raise RecordError(f"a record is a JSON object, got {type(d).__name__}")
-        version = d.get("schema_version", SCHEMA_VERSION)
+        version = d.get("schema_version", 1)  # records before schema 1 had no version
         if not _is_int(version) or version < 1:
             raise RecordError(f"schema_version: expected a positive integer, got {version!r}")
         if version > SCHEMA_VERSION:
@@ -107,6 +111,7 @@ class RoundRecord:
                 stats[key] = val
             else:
                 kwargs[key] = _check(key, kind, val)
+        kwargs.setdefault("schema_version", version)
         for key in ("round", "node"):
             if key not in kwargs or kwargs[key] is None:
                 raise RecordError(f"{key}: missing")

@@ -43,6 +43,10 @@ from mcepl.topology import Topology
 log = logging.getLogger("mcepl.node")
 
 MAX_ROUNDS_AHEAD = 2  # a peer may run at most this many rounds ahead; further is dropped
+# a phase that has waited this long for its peers tells the collector whom it waits for (the
+# dashboard's "waiting for neighbour X"), and again every STATUS_EVERY_S or when that changes
+STATUS_AFTER_S = 1.0
+STATUS_EVERY_S = 5.0
 
 
 class NodeError(RuntimeError):
@@ -79,6 +83,7 @@ class NodeRuntime:
         self.pos = (0, 0)  # (round, phase) being collected
         self.start_round = 0
         self.resumed = False
+        self.status_bytes = 0  # status messages pushed to the collector (cumulative)
 
     @property
     def algo(self) -> Algorithm:
@@ -211,11 +216,19 @@ class NodeRuntime:
             self.sock.send(j, frames)
         want = self.core.expected(rnd, phase)
         t_sent = time.perf_counter()
-        deadline = time.monotonic() + self.cfg.run.round_timeout_s
+        start = time.monotonic()
+        deadline = start + self.cfg.run.round_timeout_s
+        told: tuple[float, list[int]] | None = None  # the last status: when, whom
         while True:
             have = self.buffer.get((rnd, phase), {})
             if want <= set(have):
                 break
+            now = time.monotonic()
+            missing = sorted(want - set(have))
+            if now - start >= STATUS_AFTER_S and (
+                    told is None or told[1] != missing or now - told[0] >= STATUS_EVERY_S):
+                self._tell_waiting(rnd, phase, missing, now - start)
+                told = (now, missing)
             left = deadline - time.monotonic()
             if left <= 0:
                 silent = sorted(want - set(have))
@@ -262,6 +275,7 @@ class NodeRuntime:
         if self.resumed:
             for j, frames in self.links.resend_all():
                 self.sock.send(j, frames)
+        status_before = self.status_bytes
         for rnd in range(self.start_round, self.cfg.run.rounds + 1):
             self.core.begin_round(rnd)
             for phase in range(self.core.phases(rnd)):
@@ -272,6 +286,10 @@ class NodeRuntime:
                 self.dropped["stale"] += len(self.buffer.pop(key))
             record = self.core.end_round(rnd, dropped=sum(self.dropped.values()),
                                          rejected=self._rejected())
+            record.dropped_by = " ".join(f"{why}:{n}" for why, n in sorted(self.dropped.items())
+                                         if n) or None
+            record.bytes_sent_status = self.status_bytes - status_before
+            status_before = self.status_bytes
             self._publish(record)
             self._save_checkpoint(rnd)
 
@@ -290,9 +308,21 @@ class NodeRuntime:
                 f.write(json.dumps(body) + "\n")
         self._push(frames)
 
-    def _push(self, frames: list[bytes]) -> None:
+    def _push(self, frames: list[bytes]) -> bool:
         if self.sock.push_metrics(frames):
             self.links.count_sent(COLLECTOR, "metrics", frames)
+            return True
+        return False
+
+    def _tell_waiting(self, rnd: int, phase: int, peers: list[int], waited_s: float) -> None:
+        """A status message to the collector: still waiting, for these peers (counted as kind
+        "metrics" in the bill and in the record's `bytes_sent_status`). Never changes what the
+        round computes."""
+        frames = encode_control("status", {"round": rnd, "phase": phase, "waiting_for": peers,
+                                           "waited_s": round(float(waited_s), 3)},
+                                run_id=self.run_id, sender=self.id)
+        if self._push(frames):
+            self.status_bytes += message_size(frames)
 
     def _save_checkpoint(self, rnd: int) -> None:
         """State after round `rnd`, with what was sent in it (for neighbours that missed it)."""

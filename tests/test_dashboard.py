@@ -497,3 +497,71 @@ def test_every_static_file_goes_into_the_wheel() -> None:
     for ref in ("static/vendor/cytoscape.min.js", "static/vendor/uPlot.iife.min.js",
                 "static/app.js"):
         assert ref in html and (STATIC.parent / ref).is_file()
+
+
+def test_a_node_waiting_for_a_stopped_neighbour_is_shown_and_costs_no_number(
+        tmp_path: Path, tiny_cfg: Any) -> None:
+    """Real node processes; node 1 is frozen (SIGSTOP) for 2.5 s mid-run. Its neighbours tell
+    the collector whom they wait for (the dashboard shows it), the status bytes are in their
+    records and in collector.json, and every training number equals the in-process run's."""
+    import os
+    import signal
+
+    from mcepl.config import dump_toml
+    from mcepl.launcher.dashboard.runinfo import from_objects
+    from mcepl.node.factory import default_run_id
+    from mcepl.node.inprocess import run_inprocess
+    from mcepl.topology import save_topology
+
+    cfg = tiny_cfg({"run": {"rounds": 12, "eval_every": 4, "round_timeout_s": 60}})
+    topo = generate("ring", 3, retention=[0.5, 0.3, 0.2], transport="ipc", ipc_dir=tmp_path)
+    (tmp_path / "cfg.toml").write_text(dump_toml(cfg))
+    save_topology(topo, tmp_path / "topo.json")
+    dash = LiveDashboard(from_objects(cfg, topo, "live"), port=0)  # the hub; page not needed
+    addr = f"ipc://{tmp_path}/collector.sock"
+    run_id = default_run_id(cfg, topo)  # the in-process driver's: same header bytes
+    col = Collector(tmp_path / "run", run_id, 3, bind=addr, observer=dash.observer)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mcepl.node.main", "--topology", str(tmp_path / "topo.json"),
+         "--config", str(tmp_path / "cfg.toml"), "--id", str(i), "--run-id", run_id,
+         "--collector", addr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(3)]
+    shown: set[str] = set()
+    stopped_at = resumed_at = None
+    try:
+        deadline = time.monotonic() + 240
+        while not col.state.all_done():
+            assert time.monotonic() < deadline, "run did not finish"
+            col.poll(50)
+            now = time.monotonic()
+            if stopped_at is None and col.state.nodes[1].round >= 1:
+                os.kill(procs[1].pid, signal.SIGSTOP)
+                stopped_at = now
+            elif stopped_at is not None and resumed_at is None:
+                states = dash.hub.snapshot()["runs"]["0"]["states"]
+                shown |= {f"{i}: {states[str(i)]['detail']}" for i in (0, 2)
+                          if states[str(i)]["state"] == WAITING}
+                if now - stopped_at > 2.5:
+                    os.kill(procs[1].pid, signal.SIGCONT)
+                    resumed_at = now
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+            p.wait(60)
+        col.close()
+        dash.server.sock.close()
+    assert resumed_at is not None
+    assert any(s.startswith("0: round") and "waiting for neighbour 1 (" in s for s in shown), shown
+    assert any(s.startswith("2: round") and "waiting for neighbour 1 (" in s for s in shown), shown
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    received = json.loads((tmp_path / "run" / "collector.json").read_text())["received"]
+    for i in (0, 2):
+        status = sum(r.get("bytes_sent_status", 0) for r in recs if r["node"] == i)
+        assert status > 0 and status == received[str(i)]["status"], (i, status, received)
+    ref = {(r["round"], r["node"]): r for r in run_inprocess(cfg, topo).records}
+    assert len(recs) == len(ref) == 13 * 3
+    for r in recs:
+        for k in ("test_acc", "train_loss", "density", "bytes_sent", "bytes_received",
+                  "msgs_sent", "msgs_received"):
+            assert r.get(k) == ref[(r["round"], r["node"])].get(k), (r["round"], r["node"], k)

@@ -25,6 +25,7 @@ from mcepl.launcher.resolve import default_topology
 from mcepl.node.algorithms import Algorithm, NodeContext, register_algorithm
 from mcepl.node.algorithms.base import expect_tensors
 from mcepl.node.inprocess import run_inprocess
+from mcepl.node.record import SCHEMA_VERSION
 from mcepl.protocol.payload import Payload
 from mcepl.registry import ALGORITHMS
 from mcepl.topology import generate
@@ -117,7 +118,7 @@ def test_inprocess_driver_runs_it(tiny_cfg) -> None:
     assert len({r["bytes_sent"] for r in train}) == 1 and train[0]["bytes_sent"] > 2 * 40
     assert all(r["mask_entries"] == 0 and "bits_per_entry" not in r for r in recs)
     assert all(0.0 <= r["test_acc"] <= 1.0 and 0.1 <= r["label_mass"] <= 1.0 for r in recs)
-    assert res.round_records[0].schema_version == 1
+    assert res.round_records[0].schema_version == SCHEMA_VERSION
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mcepl.launcher.dashboard.hub import FAILED, EventHub
-from mcepl.launcher.dashboard.records import slim
 from mcepl.launcher.dashboard.runinfo import run_status
+from mcepl.node.record import RecordError, RoundRecord
 
 POLL_S = 0.5
 _FAILED_NODE = re.compile(r"^node (\d+) failed")
@@ -56,17 +56,16 @@ class MetricsTail:
             self.lineno += 1
             if not raw.strip():
                 continue
-            try:
-                rec = json.loads(raw)
+            try:  # what `mcepl report` reads too: a RoundRecord
+                out.append(RoundRecord.from_json(json.loads(raw)).to_json())
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                rec, why = None, f"not JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+                why = f"not JSON ({getattr(exc, 'msg', exc)})"
+            except RecordError as exc:
+                why = f"not a record ({exc})"
             else:
-                why = "not a record (needs integer round and node)"
-            if slim(rec) is None:
-                bad += 1
-                first_bad = first_bad or f"{self.path.name} line {self.lineno}: {why}"
                 continue
-            out.append(rec)
+            bad += 1
+            first_bad = first_bad or f"{self.path.name} line {self.lineno}: {why}"
         if bad:
             self.hub.add_malformed(self.run, bad, first_bad)
         return out
