@@ -46,7 +46,7 @@ MAX_ROUNDS_AHEAD = 2  # a peer may run at most this many rounds ahead; further i
 # a phase that has waited this long for its peers tells the collector whom it waits for (the
 # dashboard's "waiting for neighbour X"), and again every STATUS_EVERY_S or when that changes
 STATUS_AFTER_S = 1.0
-STATUS_EVERY_S = 5.0
+STATUS_EVERY_S = 2.0
 
 
 class NodeError(RuntimeError):

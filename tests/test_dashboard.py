@@ -206,7 +206,7 @@ def test_node_states_from_records_bye_status_and_failures() -> None:
     snap = hub.snapshot()["runs"]["0"]
     assert snap["states"]["0"]["state"] == DONE
     assert snap["states"]["1"] == {"state": WAITING, "round": -1,
-                                   "detail": "round 0: waiting for neighbour 2 (3 s)"}
+                                   "detail": "for neighbour 2 (round 0, 3 s)"}
     assert snap["states"]["2"]["state"] == FAILED
     hub.add_record(0, rec(0, 1))  # its record arrives: training again
     assert hub.snapshot()["runs"]["0"]["states"]["1"]["state"] == "training"
@@ -371,7 +371,7 @@ def test_status_message_from_a_node_shows_waiting(tmp_path: Path) -> None:
             col.poll(100)
         st = dash.hub.snapshot()["runs"]["0"]["states"]["1"]
         assert st["state"] == WAITING
-        assert st["detail"] == "round 2: waiting for neighbour 0, 2 (2 s)"
+        assert st["detail"] == "for neighbour 0, 2 (round 2, 2 s)"
     finally:
         push.close(linger=0)
         ctx.term()
@@ -552,8 +552,8 @@ def test_a_node_waiting_for_a_stopped_neighbour_is_shown_and_costs_no_number(
         col.close()
         dash.server.sock.close()
     assert resumed_at is not None
-    assert any(s.startswith("0: round") and "waiting for neighbour 1 (" in s for s in shown), shown
-    assert any(s.startswith("2: round") and "waiting for neighbour 1 (" in s for s in shown), shown
+    assert any(s.startswith("0: for neighbour 1 (round ") for s in shown), shown
+    assert any(s.startswith("2: for neighbour 1 (round ") for s in shown), shown
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     received = json.loads((tmp_path / "run" / "collector.json").read_text())["received"]
     for i in (0, 2):

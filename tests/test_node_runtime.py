@@ -108,6 +108,9 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     cfg, topo, algo, runtime, peer = two_nodes
     shapes = {n: tuple(t.shape) for n, t in algo.z.items()}
     good = mask_payload(shapes)
+    published = []
+    publish = runtime._publish
+    runtime._publish = lambda rec: (published.append(rec), publish(rec))[1]  # type: ignore
     thread, errors = run_in_thread(runtime)
     peer.handshake()
 
@@ -150,6 +153,10 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     assert d.get("unknown_sender") == 1
     assert d.get("duplicate", 0) + d.get("stale", 0) == 1 + cfg.run.rounds
     assert d.get("too_far_ahead") == 1
+    # the records say it too, by reason (the dashboard's table)
+    last = published[-1]
+    assert last.dropped == sum(d.values())
+    assert last.dropped_by == " ".join(f"{k}:{v}" for k, v in sorted(d.items()))
     intruder.close(0)
 
 

@@ -120,7 +120,7 @@ class EventHub:
         if not stale:
             who = ", ".join(map(str, peers)) or "?"
             self.set_state(run, node, WAITING,
-                           f"round {round}: waiting for neighbour {who} ({waited_s:.0f} s)")
+                           f"for neighbour {who} (round {round}, {waited_s:.0f} s)")
 
     def add_malformed(self, run: int, count: int = 1, note: str = "") -> None:
         """Lines of metrics.jsonl that could not be read (skipped, counted on the page)."""

@@ -191,12 +191,12 @@ function setHover(id, pos) {
 function tooltipHtml(n) {
   const run = dash.runs[dash.current];
   const labels = n.labels ? n.labels.join(", ") : run.info.label_note;
-  const err = n.state === "failed" ? n.detail : (n.state === "waiting" ? "" : "");
+  const err = n.state === "failed" ? n.detail : "";
   return `<b>node ${n.id}</b> (${n.degree} neighbours)<br>` +
     `labels: ${esc(labels)}<br>r = ${n.r}, density ${n.density == null ? "-" : n.density.toFixed(4)}<br>` +
     `accuracy ${fmtAcc(n.acc)}${n.accRound != null ? " (round " + n.accRound + ")" : ""}<br>` +
     `bytes sent ${fmtBytes(n.sent.data + n.sent.control + n.sent.metrics)}, received ${fmtBytes(n.recv.data + n.recv.control)}<br>` +
-    `state: ${esc(n.state)}${n.detail && n.state !== "failed" ? " - " + esc(n.detail) : ""}<br>` +
+    `state: ${esc(n.state)}${n.detail && n.state !== "failed" ? " " + esc(n.detail) : ""}<br>` +
     `last error: ${err ? esc(err) : "none"}`;
 }
 
@@ -265,7 +265,7 @@ function bytesData() {
 // ------------------------------------------------------------------ table
 const COLUMNS = [
   ["node", "node", (n) => n.id],
-  ["state", "state", (n) => n.state + (n.detail ? ": " + n.detail : ""), "text"],
+  ["state", "state", (n) => n.state + (n.detail ? (n.state === "waiting" ? " " : ": ") + n.detail : ""), "text"],
   ["round", "round", (n) => n.round],
   ["acc", "test acc", (n) => n.acc],
   ["r", "r", (n) => n.r],
@@ -319,7 +319,7 @@ function renderTable(run) {
   }
   const body = $("#nodes tbody");
   body.innerHTML = rows.map((n) => `<tr data-node="${n.id}"${dash.hover === n.id ? ' class="hl"' : ""}>` +
-    COLUMNS.map(([key, , get, kind]) => `<td class="${kind === "text" ? "text " : ""}${key === "state" ? "state-" + n.state : ""}">${cell(get(n), kind)}</td>`).join("") +
+    COLUMNS.map(([key, , get, kind]) => `<td class="${kind === "text" ? "text " : ""}${key === "state" ? "state-col state-" + n.state : ""}">${cell(get(n), kind)}</td>`).join("") +
     "</tr>").join("");
 }
 
