@@ -192,7 +192,7 @@ function tooltipHtml(n) {
   const run = dash.runs[dash.current];
   const labels = n.labels ? n.labels.join(", ") : run.info.label_note;
   const err = n.state === "failed" ? n.detail : "";
-  return `<b>node ${n.id}</b> (${n.degree} neighbours)<br>` +
+  return `<b>node ${n.id}</b> (${n.degree} neighbour${n.degree === 1 ? "" : "s"})<br>` +
     `labels: ${esc(labels)}<br>r = ${n.r}, density ${n.density == null ? "-" : n.density.toFixed(4)}<br>` +
     `accuracy ${fmtAcc(n.acc)}${n.accRound != null ? " (round " + n.accRound + ")" : ""}<br>` +
     `bytes sent ${fmtBytes(n.sent.data + n.sent.control + n.sent.metrics)}, received ${fmtBytes(n.recv.data + n.recv.control)}<br>` +
