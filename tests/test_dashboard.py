@@ -524,7 +524,8 @@ def test_a_node_waiting_for_a_stopped_neighbour_is_shown_and_costs_no_number(
     procs = [subprocess.Popen(
         [sys.executable, "-m", "mcepl.node.main", "--topology", str(tmp_path / "topo.json"),
          "--config", str(tmp_path / "cfg.toml"), "--id", str(i), "--run-id", run_id,
-         "--collector", addr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--collector", addr, "--checkpoint-dir", str(tmp_path / "ckpt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i in range(3)]
     shown: set[str] = set()
     stopped_at = resumed_at = None
