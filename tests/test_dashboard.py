@@ -462,6 +462,7 @@ def test_dashboard_command_serves_until_interrupted(finished_run: Path) -> None:
         assert proc.wait(20) == 0
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the report of a run without records
 def test_collect_serves_a_dashboard_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mcepl.topology import save_topology
 

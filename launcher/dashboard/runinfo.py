@@ -82,6 +82,8 @@ def from_run_dir(run_dir: Path) -> RunInfo:
     missing = [f for f in ("metrics.jsonl", "topology.json") if not (run_dir / f).is_file()]
     if missing:
         raise NotARunError(f"{run_dir}: not a run directory (no {' or '.join(missing)})")
+    import mcepl.node.plugins  # noqa: F401 - the built-in names the config is checked against
+
     try:
         topo = load_topology(run_dir / "topology.json")
         cfg = load_config(run_dir / "config.toml") if (run_dir / "config.toml").is_file() \
