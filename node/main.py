@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import torch
 
 from mcepl.config import Config, ConfigError, load_config
 from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
+from mcepl.node.data import DatasetError, DatasetNotFoundError
 from mcepl.node.factory import build_algorithm, build_evaluator, default_run_id, node_shard
 from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
@@ -92,6 +94,11 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     status, reason = "ok", ""
     try:
         sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector, curve=curve)
+        if not sockets.wait_collector(cfg.run.connect_timeout_s):
+            raise NodeError(f"collector {collector} not reachable within "
+                            f"{cfg.run.connect_timeout_s:g} s (run.connect_timeout_s): is `mcepl "
+                            "collect` running there? It refuses to start when its --out "
+                            "directory already holds a run")
         shard = node_shard(cfg, topo, node_id)
         algo = build_algorithm(cfg, topo, node_id, shard)
         log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
@@ -106,6 +113,8 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
                  runtime.dropped_counts() or "none")
     except KeyboardInterrupt:
         status, reason = "error", "interrupted"
+    except DatasetError as exc:
+        status, reason = "error", data_error_line(cfg, exc)
     except (NodeError, RuntimeError, ValueError, OSError) as exc:
         status, reason = "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - report anything else, then fail
@@ -114,13 +123,28 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     if status != "ok":
         print(f"node {node_id}: error: {reason}", file=sys.stderr)
     if sockets is not None:
-        if sockets.curve is not None:
+        if sockets.curve is not None and (status == "ok" or sockets.rejected_counts()):
             log.info("node %d: CURVE: connections and messages refused by the transport: %s",
                      node_id, sockets.rejected_counts() or "none")
         sockets.push_metrics(encode_control("bye", {"status": status, "reason": reason[:4000]},
                                             run_id=run_id, sender=node_id))
         sockets.close()
     return 0 if status == "ok" else 1
+
+
+def data_error_line(cfg: Config, exc: Exception) -> str:
+    """One line for a data set that cannot be loaded (the loader's message may span lines).
+
+    In a container, ``MCEPL_DATA_HINT`` (set by `mcepl topology compose` and `kube`) says where
+    ``$MCEPL_DATA`` (/data) comes from and what to set: a missing data set is then reported as
+    that mount, not as the places a local install would look in.
+    """
+    hint = os.environ.get("MCEPL_DATA_HINT")
+    if hint and isinstance(exc, DatasetNotFoundError):
+        where = os.environ.get("MCEPL_DATA", "/data")
+        return f"data set {cfg.data.dataset!r} not found in {where}, {hint}"
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{text} ({hint})" if hint else text
 
 
 def main(argv: list[str] | None = None) -> int:

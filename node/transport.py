@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from mcepl.topology import Topology
 from mcepl.topology.keys import check_node_key, load_secret_key
 
 ZAP_DOMAIN = "mcepl"
+_CONNECTED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -173,10 +175,14 @@ class NodeSockets:
             s.connect(addr)
             self.dealers[j] = s
         self.metrics: zmq.Socket | None = None
+        self.collector = collector
+        self._metrics_monitor: zmq.Socket | None = None
         if collector:
             self.metrics = self.zctx.socket(zmq.PUSH)
             self.metrics.setsockopt(zmq.LINGER, linger_ms)
             self.metrics.setsockopt(zmq.SNDHWM, 0)
+            # watched from before the connect, so wait_collector cannot miss the connection
+            self._metrics_monitor = self.metrics.get_monitor_socket(_CONNECTED)
             self.metrics.connect(collector)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
@@ -277,7 +283,30 @@ class NodeSockets:
             self.auth.stop()
             self.auth = None
 
+    def wait_collector(self, timeout_s: float) -> bool:
+        """True once the metrics PUSH is connected to the collector, False if that did not
+        happen within ``timeout_s`` (nothing listens there: not started yet, or it refused to
+        start). Without a collector: True at once."""
+        mon = self._metrics_monitor
+        if self.metrics is None or mon is None:
+            return True
+        deadline = time.monotonic() + timeout_s
+        connected = False
+        while not connected and time.monotonic() < deadline:
+            wait_ms = max(1, min(1000, int((deadline - time.monotonic()) * 1000)))
+            if mon.poll(wait_ms):
+                connected = bool(recv_monitor_message(mon)["event"] & _CONNECTED)
+        self._close_metrics_monitor()
+        return connected
+
+    def _close_metrics_monitor(self) -> None:
+        if self._metrics_monitor is not None and self.metrics is not None:
+            self.metrics.disable_monitor()
+            self._metrics_monitor.close()
+            self._metrics_monitor = None
+
     def close(self) -> None:
+        self._close_metrics_monitor()
         if self.monitor is not None:
             self.router.disable_monitor()
             self.monitor.close()

@@ -50,6 +50,7 @@ def test_checked_in_compose_matches_its_topology() -> None:
     cfg = load_config(DEPLOY / "config.toml")
     assert topo.num_nodes == 20 and topo.is_connected()
     assert cfg.data.root is None and cfg.data.labels_file is None  # nothing host-specific
+    assert cfg.data.download is False  # containers use the mounted data set, never fetch one
     for n in topo.nodes:  # advertised = service name, bound on every interface of the container
         assert n.address == f"tcp://node-{n.id}:5555"
         assert n.bind == "tcp://0.0.0.0:5555"
@@ -80,6 +81,9 @@ def test_checked_in_compose_matches_its_topology() -> None:
                                   "--key", f"/run/mcepl-key/node-{n.id}.key_secret"]
         assert svc["depends_on"] == {"collector": {"condition": "service_started"}, **AFTER_KEYS}
         assert svc["environment"]["MCEPL_DATA"] == "/data"
+        hint = svc["environment"]["MCEPL_DATA_HINT"]  # names the host directory and the variable
+        assert "${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}" in hint
+        assert "set MCEPL_DATA to" in hint
         # its own key volume only, read-only
         assert svc["volumes"] == ["${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}:/data:ro",
                                   "./deploy:/run/mcepl:ro", "mcepl-public:/run/mcepl-public:ro",
