@@ -13,16 +13,17 @@
 #                                 PyTorch index is not used; every wheel: with pip.conf no-index)
 #   docker/extra/pip.conf         pip configuration (index-url of a mirror, no-index, ...)
 #   --build-arg HTTPS_PROXY=...   Docker passes the proxy variables to the build without an ARG
-# docker/extra/ is used only in the build stage: none of it reaches the final image.
+# docker/extra/ is used only in the first stage (deps): none of it reaches the final image.
 ARG BASE=python:3.11-slim
 
-FROM ${BASE} AS build
+# ---- stage 1: a venv with torch and every dependency (cached while pyproject.toml and
+# docker/extra/ do not change; a change of the package's code does not rebuild it)
+FROM ${BASE} AS deps
 # The CPU build of PyTorch (as scripts/install.sh pins it), so pip does not pull CUDA packages.
 ARG TORCH=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 # The venv keeps the image's own Python packages (Debian's, or the base image's) out of the way.
 RUN python3 -m venv /opt/mcepl
 COPY docker/extra/ /tmp/extra/
@@ -31,24 +32,32 @@ RUN torch_index="${TORCH_INDEX}"; \
     if ls /tmp/extra/wheels/torch-*.whl >/dev/null 2>&1; then torch_index=""; fi; \
     sh /tmp/pip-env.sh /opt/mcepl/bin/pip install "${TORCH}" \
        ${torch_index:+--index-url "$torch_index"}
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY mcepl ./mcepl
-COPY node ./node
-COPY protocol ./protocol
-COPY topology ./topology
-COPY launcher ./launcher
-RUN sh /tmp/pip-env.sh /opt/mcepl/bin/pip install /src
+COPY pyproject.toml /tmp/pyproject.toml
+# The package's dependencies as pyproject.toml lists them (tomllib: Python 3.11 or newer).
+RUN /opt/mcepl/bin/python -c "import tomllib; \
+print(chr(10).join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt && \
+    sh /tmp/pip-env.sh /opt/mcepl/bin/pip install -r /tmp/requirements.txt "setuptools>=64" wheel
 
+# ---- stage 2: the image: that venv plus the package itself (offline: --no-deps --no-index)
 FROM ${BASE}
 ARG UID=1000
 ENV PATH=/opt/mcepl/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib
-COPY --from=build /opt/mcepl /opt/mcepl
-# The check runs from / (no source tree here at all): the installed console script must work.
-RUN useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin mcepl && \
+COPY --from=deps /opt/mcepl /opt/mcepl
+COPY pyproject.toml README.md /tmp/src/
+COPY mcepl /tmp/src/mcepl
+COPY node /tmp/src/node
+COPY protocol /tmp/src/protocol
+COPY topology /tmp/src/topology
+COPY launcher /tmp/src/launcher
+# The check runs from / (no source tree left at all): the installed console script must work.
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 /opt/mcepl/bin/pip install --quiet \
+      --no-deps --no-index --no-build-isolation /tmp/src && \
+    rm -rf /tmp/src && \
+    useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin mcepl && \
     cd / && mcepl --help >/dev/null && mcepl node --help >/dev/null && \
     mcepl collect --help >/dev/null && mcepl topology keys --help >/dev/null
 USER mcepl
