@@ -39,7 +39,7 @@ def add_topology_parser(subparsers: Any) -> Any:
         description="Create and validate topology files (nodes, addresses, retention ratios, "
                     "undirected edges), and turn them into docker-compose files.")
     topo.set_defaults(func=lambda _args: _usage(topo))
-    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,keys}")
+    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,kube,keys}")
 
     gen = sub.add_parser(
         "generate", help="write a new topology file",
@@ -115,6 +115,41 @@ def add_topology_parser(subparsers: Any) -> Any:
                            "per node at `docker compose up`, in one named volume per node (no "
                            "secret key in any file here); 'none': plaintext traffic")
     comp.set_defaults(func=cmd_compose)
+
+    kube = sub.add_parser(
+        "kube", help="write Kubernetes manifests (one Job per node) for a topology",
+        description="Write Kubernetes manifests into DIR: mcepl.yaml (a ConfigMap with the "
+                    "container topology and config, a headless Service giving node i the DNS "
+                    "name node-<i>.<name>, a Service for the collector, one Job per node and "
+                    "one for the collector, a claim for the results) and, with CURVE keys (the "
+                    "default), keys.yaml (mode 0600): one Secret per node holding its secret "
+                    "key, mounted into that node only. Apply with `kubectl apply -f DIR/`. "
+                    "Memory requests come from the measured peak memory of a node process.")
+    kube.add_argument("file", metavar="TOPOLOGY", help="topology JSON file (any addresses)")
+    kube.add_argument("--config", metavar="FILE", default=None,
+                      help="experiment config TOML (default: built-in defaults)")
+    kube.add_argument("-o", "--output", metavar="DIR", required=True,
+                      help="directory for mcepl.yaml and keys.yaml")
+    kube.add_argument("--name", default="mcepl",
+                      help="prefix of every object and the headless Service's name (default "
+                           "mcepl); the run directory is /results/NAME")
+    kube.add_argument("--namespace", metavar="NS", default=None,
+                      help="namespace of every object (default: kubectl's current one)")
+    kube.add_argument("--image", metavar="NAME", default="mcepl:latest",
+                      help="image of every Pod (default mcepl:latest; push it to a registry "
+                           "the cluster can pull from)")
+    kube.add_argument("--data", metavar="hostpath:DIR|pvc:CLAIM", default=None,
+                      help="the data set, mounted read-only at /data: a directory on every "
+                           "Kubernetes node (default hostpath: data.root, else "
+                           "/usr/share/datasets/<dataset>) or a PersistentVolumeClaim")
+    kube.add_argument("--results", metavar="hostpath:DIR|pvc:CLAIM", default=None,
+                      help="where the collector writes (default pvc:NAME-results, a 1Gi claim "
+                           "created by these manifests)")
+    kube.add_argument("--keys", choices=("generate", "none"), default="generate",
+                      help="CURVE keys (default generate): a fresh key pair per node now, the "
+                           "public keys in the topology, each secret key in its node's Secret; "
+                           "'none': plaintext traffic")
+    kube.set_defaults(func=cmd_kube)
 
     keys = sub.add_parser(
         "keys", help="make a CURVE key pair per node (encrypted, authenticated traffic)",
@@ -233,6 +268,29 @@ def cmd_compose(args: argparse.Namespace) -> int:
         return _fail(str(e))
     print(f"wrote {files.compose}: {files.nodes} node services and a collector; "
           f"container files {files.topology} and {files.config}")
+    return 0
+
+
+def cmd_kube(args: argparse.Namespace) -> int:
+    """Handle ``topology kube``."""
+    from mcepl.config import ConfigError, load_config
+
+    from .kube import KubeOptions, VolumeSource, write_kube
+
+    try:
+        opts = KubeOptions(
+            name=args.name, namespace=args.namespace, image=args.image, keys=args.keys,
+            data=VolumeSource.parse(args.data, "--data") if args.data else None,
+            results=VolumeSource.parse(args.results, "--results") if args.results else None)
+        topo = load_topology(args.file)
+        cfg = load_config(args.config)
+        files = write_kube(topo, cfg, args.output, opts)
+    except (TopologyError, ConfigError) as e:
+        return _fail(str(e))
+    keys = (f" and {files.secrets} (one Secret per node; private, mode 0600)"
+            if files.secrets else " (no CURVE keys: plaintext)")
+    print(f"wrote {files.manifests}: {files.nodes} node Jobs, a collector Job and their "
+          f"Services{keys}; apply with `kubectl apply -f {args.output}/`")
     return 0
 
 

@@ -73,6 +73,20 @@ def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None) -> N
         raise
 
 
+def public_key_text(keys: KeyPair, node_id: int) -> str:
+    """The text of ``node-<i>.key`` (a ZeroMQ certificate with the public key only)."""
+    body = f'metadata\ncurve\n    public-key = "{keys.public}"\n'
+    return _BANNER.format(what="public", node=node_id, extra="") + body
+
+
+def secret_key_text(keys: KeyPair, node_id: int) -> str:
+    """The text of ``node-<i>.key_secret`` (public and secret key; keep it private)."""
+    extra = "\n#   SECRET: keep it private (mode 0600), give it to this node only"
+    return (_BANNER.format(what="secret", node=node_id, extra=extra)
+            + f'metadata\ncurve\n    public-key = "{keys.public}"\n'
+            + f'    secret-key = "{keys.secret}"\n')
+
+
 def write_keypair(keys: KeyPair, keydir: str | Path, node_id: int, *,
                   per_node_dirs: bool = False, owner: tuple[int, int] | None = None) -> Path:
     """Write node ``node_id``'s public (0644) and secret (0600) key files; returns the secret's
@@ -85,12 +99,8 @@ def write_keypair(keys: KeyPair, keydir: str | Path, node_id: int, *,
             os.chmod(pub_path.parent, 0o700)
             if owner is not None:
                 os.chown(pub_path.parent, *owner)
-        body_pub = f'metadata\ncurve\n    public-key = "{keys.public}"\n'
-        _write(pub_path, _BANNER.format(what="public", node=node_id, extra="") + body_pub,
-               0o644, owner)
-        extra = "\n#   SECRET: keep it private (mode 0600), give it to this node only"
-        _write(sec_path, _BANNER.format(what="secret", node=node_id, extra=extra) + body_pub
-               + f'    secret-key = "{keys.secret}"\n', 0o600, owner)
+        _write(pub_path, public_key_text(keys, node_id), 0o644, owner)
+        _write(sec_path, secret_key_text(keys, node_id), 0o600, owner)
     except OSError as e:
         raise TopologyError(f"{e.filename or keydir}: cannot write key file: "
                             f"{e.strerror or e}") from None
