@@ -9,7 +9,7 @@ if [ -n "$certs" ]; then
   base=/etc/ssl/certs/ca-certificates.crt
   [ -f "$base" ] || base=$("${PIP_PYTHON:-/opt/mcepl/bin/python}" -c \
     "import pip._vendor.certifi as c; print(c.where())")
-  bundle=/tmp/mcepl-ca-bundle.pem
+  bundle=$(mktemp "${TMPDIR:-/tmp}/mcepl-ca-bundle.XXXXXX")
   # shellcheck disable=SC2086
   cat "$base" $certs > "$bundle"
   export PIP_CERT="$bundle" SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle"
