@@ -37,7 +37,8 @@ def add_topology_parser(subparsers: Any) -> Any:
     topo = subparsers.add_parser(
         "topology", help="generate or check a topology file",
         description="Create and validate topology files (nodes, addresses, retention ratios, "
-                    "undirected edges), and turn them into docker-compose files.")
+                    "undirected edges), and turn them into docker-compose files or Kubernetes "
+                    "manifests.")
     topo.set_defaults(func=lambda _args: _usage(topo))
     sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,kube,keys}")
 
