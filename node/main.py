@@ -92,9 +92,11 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
     sockets = None
     status, reason = "ok", ""
+    collector_up = True
     try:
         sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector, curve=curve)
-        if not sockets.wait_collector(cfg.run.connect_timeout_s):
+        collector_up = sockets.wait_collector(cfg.run.connect_timeout_s)
+        if not collector_up:
             raise NodeError(f"collector {collector} not reachable within "
                             f"{cfg.run.connect_timeout_s:g} s (run.connect_timeout_s): is `mcepl "
                             "collect` running there? It refuses to start when its --out "
@@ -126,8 +128,10 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
         if sockets.curve is not None and (status == "ok" or sockets.rejected_counts()):
             log.info("node %d: CURVE: connections and messages refused by the transport: %s",
                      node_id, sockets.rejected_counts() or "none")
-        sockets.push_metrics(encode_control("bye", {"status": status, "reason": reason[:4000]},
-                                            run_id=run_id, sender=node_id))
+        if collector_up:  # else the goodbye would only wait out the socket's linger
+            sockets.push_metrics(encode_control("bye", {"status": status,
+                                                        "reason": reason[:4000]},
+                                                run_id=run_id, sender=node_id))
         sockets.close()
     return 0 if status == "ok" else 1
 
