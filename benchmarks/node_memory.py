@@ -66,7 +66,7 @@ def main() -> None:
     before = set(node_pids())  # other people's nodes on a shared machine are not ours
     out = Path(args.out or tempfile.mkdtemp(prefix="mcepl-mem-")) / "run"
     exe = shutil.which("mcepl")
-    cmd = ([exe] if exe else [sys.executable, "-m", "mcepl.cli"]) + [
+    cmd = ([exe] if exe else [sys.executable, "-m", "mcepl.launcher.cli"]) + [
         "launch", "--nodes", str(args.nodes), "--rounds", str(args.rounds), "--model", args.model,
         "--algorithm", args.algorithm, "--eval-every", str(args.eval_every), "--out", str(out)]
     launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

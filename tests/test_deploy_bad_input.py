@@ -28,7 +28,7 @@ HINT = ("the mount of the host directory /srv/nothing-here: set MCEPL_DATA to th
 
 def _mcepl() -> list[str]:
     exe = Path(sys.executable).parent / "mcepl"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mcepl.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mcepl.launcher.cli"]
 
 
 def _free_port() -> int:

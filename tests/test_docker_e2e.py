@@ -4,11 +4,11 @@
 
 Needs root and a Docker engine: `docker info` must answer, or `dockerd` must be installed (it is
 then started in the background and left running, as a system service would be). The image is
-built from the stand-in base `mcepl-base:bookworm` (made once by docker/stand-in-base.sh with
-debootstrap, and kept: Docker Hub is not needed) or from `$MCEPL_DOCKER_BASE`, with this
-machine's pip CA bundle and local torch wheel as build extras (docker/host-extras.sh) in a
-temporary build context. Image layers stay cached between runs; the test's own image tag is
-removed at the end.
+built by docker/build-image.sh: from the stand-in base `mcepl-base:bookworm` (made once by
+docker/stand-in-base.sh with debootstrap, and kept: Docker Hub is not needed) or from
+`$MCEPL_DOCKER_BASE`, with this machine's pip CA bundle and local torch wheel as build extras
+(docker/host-extras.sh) in a temporary build context. Image layers stay cached between runs;
+the test's own image tag is removed at the end.
 
 Every compose project is named `mcepl-e2e-<pid>-<random>`, so copies of this test running at
 once never share a container, volume or network. Each project is torn down (`down -v`) in the
@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from mcepl.config import dump_toml
+from mcepl.protocol.accounting import parse_peer_bytes
 from mcepl.topology import generate, save_topology, with_transport
 
 pytestmark = pytest.mark.slow
@@ -43,11 +44,14 @@ PROJECT_PREFIX = "mcepl-e2e-"
 NUM_NODES = 4
 ROUNDS = 10
 UP_TIMEOUT_S = 600
-#: Per-record fields that measure time, not the computation: the only ones not compared.
+#: Per-record fields that measure time, not the computation.
 TIMINGS = {"comm_s", "compute_s", "decode_s", "encode_s", "eval_s", "t_end"}
-#: What never goes into the build context (the rest is filtered by .dockerignore as usual).
-NOT_COPIED = {".git", "runs", "results", ".venv", "venv", "__pycache__", ".pytest_cache",
-              ".ruff_cache", ".hypothesis", "checkpoints", "report"}
+#: Fields that depend on when messages arrive, not on what is computed or sent: data bytes that
+#: arrived during the round (a neighbour's early message for the next round included), status
+#: messages sent while a phase waited over 1 s, and the metrics message whose size follows them.
+#: peer_bytes holds arrivals too: its sent and framing columns are compared, not received.
+ARRIVAL_DEPENDENT = {"bytes_arrived_data", "bytes_sent_status", "bytes_sent_metrics",
+                     "peer_bytes"}
 
 
 def _run(cmd: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
@@ -109,38 +113,16 @@ def compose_cmd() -> list[str]:
     return cmd
 
 
-def _build_context(dest: Path) -> Path:
-    """The repository's files (as `docker build .` would see them after .dockerignore) plus this
-    machine's build extras: a temporary context, so the checkout's docker/extra is not touched."""
-    own_extra = (REPO / "docker" / "extra").resolve()
-
-    def ignore(d: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n in NOT_COPIED or n.endswith(".egg-info")}
-        if Path(d).resolve() == own_extra:  # the checkout's own extras are not this machine's
-            skip |= {n for n in names if n != "README.md"}
-        return skip
-
-    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
-    extra = dest / "docker" / "extra"
-    proc = _run(["bash", str(REPO / "docker" / "host-extras.sh"), str(extra)], timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return dest
-
-
 @pytest.fixture(scope="session")
-def mcepl_image(compose_cmd: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mcepl_image(compose_cmd: list[str]) -> Iterator[str]:
     """The project image, built with the repository's Dockerfile; its tag is removed at the end
     (the layers stay cached for the next run)."""
-    if _run(["docker", "image", "inspect", BASE_IMAGE]).returncode != 0:
-        if BASE_IMAGE != "mcepl-base:bookworm":
-            pytest.fail(f"base image {BASE_IMAGE} ($MCEPL_DOCKER_BASE) is not present")
-        proc = _run(["bash", str(REPO / "docker" / "stand-in-base.sh")], timeout=900)
-        assert proc.returncode == 0, f"stand-in base image: {proc.stdout}\n{proc.stderr}"
-    context = _build_context(tmp_path_factory.mktemp("docker") / "context")
     tag = f"mcepl-e2e:{os.getpid()}-{secrets.token_hex(3)}"
-    proc = _run(["docker", "build", "--build-arg", f"BASE={BASE_IMAGE}", "-t", tag, str(context)],
-                timeout=1800)
-    assert proc.returncode == 0, f"docker build failed:\n{proc.stdout[-4000:]}\n{proc.stderr}"
+    # the stand-in base (made once), this machine's extras, a temporary context: as a user here
+    proc = _run(["bash", str(REPO / "docker" / "build-image.sh"), tag], timeout=1800,
+                env={**os.environ, "MCEPL_DOCKER_BASE": BASE_IMAGE})
+    assert proc.returncode == 0, \
+        f"image build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     try:
         yield tag
     finally:
@@ -351,8 +333,10 @@ def test_compose_up_equals_launch(project, mcepl_image: str, tmp_path: Path, tin
     for key, ref in sorted(reference.items()):
         got = records[key]
         assert set(got) == set(ref), key
-        for field in sorted(set(ref) - TIMINGS):
+        for field in sorted(set(ref) - TIMINGS - ARRIVAL_DEPENDENT):
             assert got[field] == ref[field], (key, field, got[field], ref[field])
+        sent = {k: (v[0], v[2]) for k, v in parse_peer_bytes(got["peer_bytes"]).items()}
+        assert sent == {k: (v[0], v[2]) for k, v in parse_peer_bytes(ref["peer_bytes"]).items()}
 
 
 def test_missing_data_set_ends_every_container_with_one_line(
