@@ -370,8 +370,8 @@ def test_missing_data_set_ends_every_container_with_one_line(
 def test_results_holding_a_run_are_refused_and_every_node_ends(
         project, mcepl_image: str, tmp_path: Path, tiny_cfg, host_data: Path) -> None:
     """The collector refuses ./results (one line) and exits; the nodes, finding no collector
-    within run.connect_timeout_s (20 s here), each end with one line instead of training."""
-    cfg = tiny_cfg(run={"rounds": ROUNDS, "connect_timeout_s": 20.0})
+    within run.connect_timeout_s (10 s here), each end with one line instead of training."""
+    cfg = tiny_cfg(run={"rounds": ROUNDS, "connect_timeout_s": 10.0})
     topo, cfg_file = _write_inputs(tmp_path / "in", cfg)
     compose_file = _compose_files(tmp_path / "compose", topo, cfg_file, mcepl_image)
     previous = compose_file.parent / "results" / "metrics.jsonl"
@@ -386,7 +386,7 @@ def test_results_holding_a_run_are_refused_and_every_node_ends(
     for i in range(NUM_NODES):
         assert states[f"node-{i}"]["State"]["ExitCode"] == 1, p.logs()
         assert p.log(f"node-{i}").splitlines() == [
-            f"node {i}: error: collector tcp://collector:5600 not reachable within 20 s "
+            f"node {i}: error: collector tcp://collector:5600 not reachable within 10 s "
             "(run.connect_timeout_s): is `mcepl collect` running there? It refuses to start when "
             "its --out directory already holds a run"], p.logs()
     assert previous.read_text() == '{"round": 0, "node": 0, "test_acc": 0.5}\n'  # untouched
