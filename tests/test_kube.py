@@ -20,7 +20,7 @@ import yaml
 from mcepl.config import dump_toml, load_config
 from mcepl.node.transport import CurveConfig
 from mcepl.topology import generate, load_topology, save_topology
-from mcepl.topology.keys import load_secret_key
+from mcepl.topology.keys import check_collector_key, load_secret_key
 
 REPO = Path(__file__).resolve().parent.parent
 #: The oldest and newest Kubernetes versions whose schemas kubernetes-validate ships.
@@ -61,7 +61,8 @@ def test_manifests_are_valid_kubernetes(tmp_path: Path, tiny_cfg) -> None:
     _, docs = _write(tmp_path, tiny_cfg, "--namespace", "fl-lab")
     _, docs_pvc = _write(tmp_path / "b", tiny_cfg, "--data", "pvc:fmnist", "--results",
                          "hostpath:/srv/mcepl", "--keys", "none")
-    assert len(docs) == 1 + 2 + 1 + 1 + 4 + 4  # configmap, 2 services, pvc, 5 jobs, 4 secrets
+    # configmap, 2 services, pvc, 5 jobs, 5 secrets (4 nodes and the collector)
+    assert len(docs) == 1 + 2 + 1 + 1 + 4 + 5
     for d in docs + docs_pvc:
         for version in VERSIONS:
             kv.validate(d, version, strict=True)  # raises on any schema violation
@@ -119,8 +120,16 @@ def test_nodes_resolve_each_other_and_get_only_their_own_key(tmp_path: Path, tin
         assert curve is not None and set(curve.peers) == set(topo.neighbors(n.id))
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["MCEPL_DATA"] == "/data" and "hostPath" in env["MCEPL_DATA_HINT"]
+    # the collector holds its own key (metrics are authenticated), and no node's
     col = _pod(jobs["mcepl-collector"])
-    assert not any("secret" in v for v in col["volumes"])  # the collector holds no key
+    assert [v["secret"]["secretName"] for v in col["volumes"] if "secret" in v] == \
+        ["mcepl-key-collector"]
+    args = col["containers"][0]["args"]
+    assert args[args.index("--key") + 1] == "/run/mcepl-key/collector.key_secret"
+    (text,) = secrets["mcepl-key-collector"]["data"].values()
+    key_file = tmp_path / "collector.key_secret"
+    key_file.write_bytes(base64.b64decode(text))
+    check_collector_key(topo, load_secret_key(key_file), str(key_file))  # raises on mismatch
     assert _by_kind(docs, "PersistentVolumeClaim")["mcepl-results"]
 
 
@@ -143,6 +152,9 @@ def test_pvc_data_and_no_keys(tmp_path: Path, tiny_cfg) -> None:
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["data"]["persistentVolumeClaim"] == {"claimName": "fmnist", "readOnly": True}
     assert "--key" not in pod["containers"][0]["args"]
+    assert pod["containers"][0]["args"][-1] == "--insecure"  # plaintext, said explicitly
+    col = _pod(_by_kind(docs, "Job")["mcepl-collector"])["containers"][0]["args"]
+    assert col[-1] == "--insecure"
     topo = json.loads(_by_kind(docs, "ConfigMap")["mcepl-files"]["data"]["topology.json"])
     assert not any("public_key" in n for n in topo["nodes"])
 

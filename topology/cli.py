@@ -24,7 +24,7 @@ from .generators import (
     read_labels_file,
     save_topology,
 )
-from .schema import Topology, TopologyError
+from .schema import Topology, TopologyError, check_label_range
 
 
 def add_topology_parser(subparsers: Any) -> Any:
@@ -85,8 +85,14 @@ def add_topology_parser(subparsers: Any) -> Any:
     chk = sub.add_parser(
         "check", help="validate a topology file and summarise it",
         description="Validate a topology file. Prints a summary and exits 0, or prints the "
-                    "first problem on one line to stderr and exits 2.")
+                    "first problem on one line to stderr and exits 2. Labels must lie within "
+                    "the data set's classes (the data set of --config, or --dataset; default "
+                    "fashion-mnist).")
     chk.add_argument("file", metavar="FILE", help="topology JSON file")
+    chk.add_argument("--config", metavar="FILE", default=None,
+                     help="the run's config TOML: its data set's classes bound the labels")
+    chk.add_argument("--dataset", metavar="NAME", default=None,
+                     help="the data set whose classes bound the labels (default: the config's)")
     chk.set_defaults(func=cmd_check)
 
     comp = sub.add_parser(
@@ -172,6 +178,8 @@ def add_topology_parser(subparsers: Any) -> Any:
     keys.add_argument("--owner", metavar="UID:GID", default=None,
                       help="chown the key files to UID:GID (when root makes keys for an "
                            "unprivileged node user)")
+    keys.add_argument("--collector-owner", metavar="UID:GID", default=None,
+                      help="chown the collector's key files to UID:GID (default: --owner)")
     keys.set_defaults(func=cmd_keys)
     return sub
 
@@ -246,9 +254,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Handle ``topology check``."""
+    from mcepl.config import ConfigError, load_config
+    from mcepl.registry import DATASETS
+
     try:
         topo = load_topology(args.file)
-    except TopologyError as e:
+        dataset = args.dataset
+        if dataset is None:
+            dataset = load_config(args.config).data.dataset
+        if args.dataset is not None and dataset not in DATASETS:
+            return _fail(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        classes = getattr(DATASETS.get(dataset), "num_classes", None)
+        if isinstance(classes, int):
+            check_label_range(topo, classes, args.file, dataset)
+    except (TopologyError, ConfigError) as e:
         return _fail(str(e))
     print(summarize(topo, args.file))
     return 0
@@ -303,26 +322,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     if args.update_topology and args.topology_out is not None:
         return _fail("give --update-topology or --topology-out, not both")
-    owner = None
-    if args.owner is not None:
+    owners = []
+    for flag, value in (("--owner", args.owner), ("--collector-owner", args.collector_owner)):
+        if value is None:
+            owners.append(None)
+            continue
         try:
-            uid, gid = (int(x) for x in args.owner.split(":"))
-            owner = (uid, gid)
+            uid, gid = (int(x) for x in value.split(":"))
+            owners.append((uid, gid))
         except ValueError:
-            return _fail(f"--owner: expected UID:GID (numbers), got {args.owner!r}")
+            return _fail(f"{flag}: expected UID:GID (numbers), got {value!r}")
+    owner, collector_owner = owners
     keydir = Path(args.output)
     out = (Path(args.file) if args.update_topology else
            Path(args.topology_out) if args.topology_out is not None else keydir / "topology.json")
     try:
         topo = load_topology(args.file)
-        keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner)
+        keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner,
+                              collector_owner=collector_owner)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_topology(keyed, out)
     except (TopologyError, OSError) as e:
         return _fail(str(e))
     where = f"{keydir}/node-<i>/" if args.per_node_dirs else f"{keydir}/"
-    print(f"wrote {topo.num_nodes} CURVE key pairs in {where} (node-<i>.key public, "
-          f"node-<i>.key_secret secret, mode 0600) and the topology with the public keys to {out}")
+    print(f"wrote {topo.num_nodes} CURVE key pairs and the collector's in {where} (node-<i>.key "
+          f"and collector.key public, .key_secret secret, mode 0600) and the topology with the "
+          f"public keys to {out}")
     return 0
 
 

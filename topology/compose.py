@@ -17,12 +17,15 @@ From a topology and a config this writes three files:
 CURVE keys (``keys="init"``, the default) are made at ``docker compose up``, never written here:
 a one-shot ``keys`` service (no network, runs first) runs ``mcepl topology keys`` on the topology,
 writing node i's key pair into the named volume ``mcepl-key-<i>`` (secret file 0600, owned by the
-image's user uid 1000) and the topology with every public key into ``mcepl-public``. The nodes and
-the collector wait for it to complete, read that topology, and each node mounts only its own key
-volume (read-only) and gets ``--key``. Every ``up`` makes fresh keys; ``docker compose down -v``
-deletes them. ``keys="none"``: plaintext, as before. The output only depends
-on the inputs and on the paths relative to the compose file, so regenerating from the written
-``<run-dir>/topology.json`` and ``config.toml`` reproduces every file byte for byte.
+image's user uid 1000), the collector's into ``mcepl-key-collector`` (owned by the uid the
+collector runs as, ``$MCEPL_UID``) and the topology with every public key into ``mcepl-public``.
+The nodes and the collector wait for it to complete, read that topology, and each mounts only
+its own key volume (read-only) and gets ``--key``. Every ``up`` makes fresh keys; ``docker compose
+down -v`` deletes them. ``keys="none"``: plaintext (every command gets ``--insecure``).
+
+The output only depends on the inputs and on the paths relative to the compose file, so
+regenerating from the written ``<run-dir>/topology.json`` and ``config.toml`` reproduces every
+file byte for byte.
 
 The data set is mounted from the host directory ``$MCEPL_DATA`` (default: the config's
 ``data.root``, else ``/usr/share/datasets/<dataset>``); the container config has
@@ -78,6 +81,9 @@ KEYS_SERVICE = "keys"
 KEY_MODES = ("init", "none")
 PUBLIC_VOLUME = "mcepl-public"
 IMAGE_USER = f"{IMAGE_UID}:{IMAGE_GID}"
+#: uid:gid the collector runs as (it writes ./results for the host user): owner of its key.
+COLLECTOR_USER = "${MCEPL_UID:-1000}:${MCEPL_GID:-1000}"
+COLLECTOR_KEY_VOLUME = "mcepl-key-collector"
 
 
 def node_service(i: int) -> str:
@@ -115,7 +121,10 @@ def _volumes(c: Container, *, run_dir: str, results: str, data_source: str) -> l
               DATA: f"${{MCEPL_DATA:-{_esc(data_source)}}}"}
     out = []
     for m in c.mounts:
-        src = key_volume(c.node) if m.role == KEY and c.node is not None else source[m.role]
+        if m.role == KEY:  # each container its own key: node i's, or the collector's
+            src = key_volume(c.node) if c.node is not None else COLLECTOR_KEY_VOLUME
+        else:
+            src = source[m.role]
         out.append(f"{src}:{m.target}" + (":ro" if m.read_only else ""))
     return out
 
@@ -147,10 +156,12 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
         services[KEYS_SERVICE] = {
             "image": image,
             "command": ["topology", "keys", in_topo, "-o", "/keys", "--per-node-dirs",
-                        "--owner", IMAGE_USER, "--topology-out", "/keys/public/topology.json"],
+                        "--owner", IMAGE_USER, "--collector-owner", COLLECTOR_USER,
+                        "--topology-out", "/keys/public/topology.json"],
             "user": "0:0",  # writes into fresh (root-owned) volumes, chowns to the node user
             "network_mode": "none",
             "volumes": [f"{_esc(run_dir)}:{CONTAINER_RUN_DIR}:ro", f"{PUBLIC_VOLUME}:/keys/public",
+                        f"{COLLECTOR_KEY_VOLUME}:/keys/collector",
                         *(f"{key_volume(n.id)}:/keys/node-{n.id}" for n in topo.nodes)],
         }
     col = collector_container(layout)
@@ -160,7 +171,7 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
     collector.update({
         "command": col.args,
         # The run directory lands in ./results owned by the host user (mkdir it first).
-        "user": "${MCEPL_UID:-1000}:${MCEPL_GID:-1000}",
+        "user": COLLECTOR_USER,
         "init": True,
         "networks": [NETWORK],
         "volumes": volumes(col),
@@ -184,7 +195,8 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
         }
     doc: dict[str, Any] = {"services": services, "networks": {NETWORK: {"driver": "bridge"}}}
     if secure:
-        doc["volumes"] = {PUBLIC_VOLUME: {}, **{key_volume(n.id): {} for n in topo.nodes}}
+        doc["volumes"] = {PUBLIC_VOLUME: {}, COLLECTOR_KEY_VOLUME: {},
+                          **{key_volume(n.id): {} for n in topo.nodes}}
     return doc
 
 
@@ -208,8 +220,9 @@ def render_compose(topo: Topology, cfg: Any, *, run_dir: str = "./deploy",
         header += (
             "# Traffic between nodes is encrypted and authenticated (ZeroMQ CURVE): the\n"
             "# one-shot 'keys' service makes a fresh key pair per node at every `up`, into one\n"
-            "# named volume per node (mcepl-key-<i>, mounted read-only into node-<i> only), and\n"
-            "# the topology with the public keys into mcepl-public. `docker compose down -v`\n"
+            "# named volume per node (mcepl-key-<i>, mounted read-only into node-<i> only), the\n"
+            "# collector's into mcepl-key-collector (metrics are authenticated too), and the\n"
+            "# topology with the public keys into mcepl-public. `docker compose down -v`\n"
             "# deletes them. No secret key is stored in any file of the repository.\n"
         )
     return header + to_yaml(doc)

@@ -10,7 +10,8 @@ Inside every container the paths are the same:
 - ``/run/mcepl``: ``topology.json`` and ``config.toml`` (read-only);
 - ``/run/mcepl-public``: the topology with the nodes' public CURVE keys when the keys are made
   at start-up (compose's ``keys`` service);
-- ``/run/mcepl-key``: the node's own secret key (read-only, that node only);
+- ``/run/mcepl-key``: the container's own secret key (read-only; node i's, or the collector's:
+  metrics are authenticated too);
 - ``/data``: the data set (read-only), found through ``MCEPL_DATA=/data``; ``MCEPL_DATA_HINT``
   says where it comes from, so a node that does not find it names the mount and what to set;
 - ``/results``: the collector's output.
@@ -30,7 +31,7 @@ CONTAINER_RUN_DIR = "/run/mcepl"
 CONTAINER_DATA_DIR = "/data"
 CONTAINER_RESULTS_DIR = "/results"
 CONTAINER_PUBLIC_DIR = "/run/mcepl-public"  # the topology with the public keys
-CONTAINER_KEY_DIR = "/run/mcepl-key"  # node i's own key
+CONTAINER_KEY_DIR = "/run/mcepl-key"  # node i's (or the collector's) own key
 NODE_PORT = 5555
 COLLECTOR_PORT = 5600
 DEFAULT_IMAGE = "mcepl:latest"
@@ -45,7 +46,7 @@ DATA_HINT_ENV = "MCEPL_DATA_HINT"
 # Volume roles a mount refers to; each orchestrator maps them to its own kind of volume.
 FILES = "files"  # topology.json + config.toml
 PUBLIC = "public"  # topology with the public keys (made at start-up)
-KEY = "key"  # one node's secret key
+KEY = "key"  # the container's own secret key (a node's, or the collector's)
 DATA = "data"  # the data set
 RESULTS = "results"  # the collector's output
 
@@ -95,6 +96,8 @@ def node_container(layout: Layout, node_id: int) -> Container:
     if layout.secure:
         args += ["--key", f"{CONTAINER_KEY_DIR}/node-{node_id}.key_secret"]
         mounts.append(Mount(KEY, CONTAINER_KEY_DIR))
+    else:
+        args.append("--insecure")  # plaintext is an explicit choice (mcepl node refuses else)
     env = {"MCEPL_DATA": CONTAINER_DATA_DIR, "OMP_NUM_THREADS": str(layout.threads)}
     if layout.data_hint:
         env[DATA_HINT_ENV] = layout.data_hint
@@ -102,13 +105,19 @@ def node_container(layout: Layout, node_id: int) -> Container:
 
 
 def collector_container(layout: Layout) -> Container:
-    """The collector: ``mcepl collect`` writing the run directory into ``layout.results``."""
+    """The collector: ``mcepl collect`` writing the run directory into ``layout.results``;
+    secure, with its own key (only the nodes' keys may send it metrics)."""
     args = ["collect", "--topology", layout.topology, "--config", layout.config,
             "--bind", f"tcp://0.0.0.0:{COLLECTOR_PORT}", "--out", layout.results]
     mounts = [Mount(FILES, CONTAINER_RUN_DIR)]
     if layout.topology.startswith(CONTAINER_PUBLIC_DIR + "/"):
         mounts.append(Mount(PUBLIC, CONTAINER_PUBLIC_DIR))
     mounts.append(Mount(RESULTS, CONTAINER_RESULTS_DIR, read_only=False))
+    if layout.secure:
+        args += ["--key", f"{CONTAINER_KEY_DIR}/collector.key_secret"]
+        mounts.append(Mount(KEY, CONTAINER_KEY_DIR))
+    else:
+        args.append("--insecure")
     return Container(args=args, mounts=mounts)
 
 

@@ -12,7 +12,8 @@ Written into one directory:
   the results when they go to a claim this command creates;
 - ``keys.yaml`` (mode 0600; only with CURVE, the default): one Secret per node,
   ``<name>-key-<i>``, holding that node's secret key file, mounted read-only into that node's
-  Pod only. The keys are made when the manifests are written (the topology in the ConfigMap
+  Pod only, and ``<name>-key-collector`` with the collector's (metrics are authenticated
+  too). The keys are made when the manifests are written (the topology in the ConfigMap
   carries the public keys); regenerate to get new ones. Do not commit this file.
 
 The data set is a read-only volume (``--data hostpath:DIR``, the default being the config's
@@ -55,7 +56,7 @@ from .deploy import (
     node_container,
 )
 from .generators import dumps_topology
-from .keys import new_keypair, secret_key_text, with_public_keys
+from .keys import COLLECTOR, KeyPair, new_keypair, secret_key_text, with_public_keys
 from .schema import Topology, TopologyError
 from .yamltext import to_yaml_stream
 
@@ -176,10 +177,12 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
     ctopo, ccfg = container_files(topo, cfg, host=lambda i: f"node-{i}.{name}")
     from mcepl.config import dump_toml
 
-    secret_texts: dict[int, str] = {}
+    secret_texts: dict[int | str, str] = {}  # node id, or COLLECTOR
     if opts.keys == "generate":
-        pairs = {n.id: new_keypair() for n in ctopo.nodes}
-        ctopo = with_public_keys(ctopo, {i: kp.public for i, kp in pairs.items()})
+        pairs: dict[int | str, KeyPair] = {n.id: new_keypair() for n in ctopo.nodes}
+        pairs[COLLECTOR] = new_keypair()
+        ctopo = with_public_keys(ctopo, {i: kp.public for i, kp in pairs.items()
+                                         if i != COLLECTOR}, pairs[COLLECTOR].public)
         secret_texts = {i: secret_key_text(kp, i) for i, kp in pairs.items()}
     layout = Layout(collector=f"tcp://{name}-collector:{COLLECTOR_PORT}",
                     secure=bool(secret_texts), threads=cfg.run.threads_per_node,
@@ -192,9 +195,10 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
         for m in c.mounts:
             if m.role == FILES:
                 vols.append({"name": "files", "configMap": {"name": files_cm}})
-            elif m.role == KEY:
+            elif m.role == KEY:  # the container's own key: node i's, or the collector's
                 # 0440 + fsGroup: readable by the image's user only
-                vols.append({"name": "key", "secret": {"secretName": f"{name}-key-{c.node}",
+                who = c.node if c.node is not None else COLLECTOR
+                vols.append({"name": "key", "secret": {"secretName": f"{name}-key-{who}",
                                                        "defaultMode": 0o440}})
             elif m.role == DATA:
                 vols.append(data.volume("data", read_only=True))
@@ -263,8 +267,17 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
          "metadata": _meta(f"{name}-key-{i}", ns, {**app, "mcepl/node": str(i)}),
          "type": "Opaque",
          "data": {f"node-{i}.key_secret": base64.b64encode(text.encode("ascii")).decode("ascii")}}
-        for i, text in sorted(secret_texts.items())
+        for i, text in sorted((k, v) for k, v in secret_texts.items() if k != COLLECTOR)
     ]
+    if COLLECTOR in secret_texts:
+        text = secret_texts[COLLECTOR]
+        secrets.append(
+            {"apiVersion": "v1", "kind": "Secret",
+             "metadata": _meta(f"{name}-key-{COLLECTOR}", ns,
+                               {**app, "app.kubernetes.io/component": "collector"}),
+             "type": "Opaque",
+             "data": {f"{COLLECTOR}.key_secret":
+                      base64.b64encode(text.encode("ascii")).decode("ascii")}})
     return objects, secrets, ctopo
 
 
