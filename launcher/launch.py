@@ -27,7 +27,7 @@ from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import default_run_id, node_shard
-from mcepl.node.lifecycle import Stopped, stop_on_signals
+from mcepl.node.lifecycle import Stopped, ignore_signals, stop_on_signals
 from mcepl.topology import Topology, TopologyError
 from mcepl.topology.keys import COLLECTOR, generate_keys, key_paths, load_secret_key
 
@@ -202,6 +202,8 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
         interrupted = signal.SIGINT
         failure = "interrupted (Ctrl-C); metrics received so far are in metrics.jsonl"
     finally:
+        restore()
+        unignore = ignore_signals()  # a second Ctrl-C or SIGTERM must not cut this short
         try:
             _stop(procs)
             collector.poll(100)
@@ -209,7 +211,7 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
             for log in logs:
                 log.close()
         finally:
-            restore()
+            unignore()
     wall = time.perf_counter() - t0
     extra = {"algorithm": cfg.algorithm.name, "wall_s": wall, "run_id": run_id,
              "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok",

@@ -51,7 +51,7 @@ def read_records(run_dir: Path) -> list[RoundRecord]:
             continue
         try:
             out.append(RoundRecord.from_json(jsonio.loads(line)))
-        except (json.JSONDecodeError, jsonio.JSONDepthError):
+        except (json.JSONDecodeError, jsonio.JSONLimitError):
             print(f"warning: {path}:{i}: unreadable line skipped")
         except RecordError as exc:
             print(f"warning: {path}:{i}: record skipped: {exc}")

@@ -157,13 +157,14 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         if not isinstance(val, allowed):
             raise ConfigError(f"{where}.{key}: expected {_type_names(allowed)}, "
                               f"got {type(val).__name__} {val!r}")
+        if isinstance(val, int) and not isinstance(val, bool) and not -INT_MAX - 1 <= val \
+                <= INT_MAX:
+            raise ConfigError(f"{where}.{key}: an integer of {val.bit_length()} bits does not "
+                              "fit in 64 bits")
         if float in allowed and isinstance(val, int):
             val = float(val)  # TOML writes 1 for 1.0; keep the declared type
         if isinstance(val, float) and not math.isfinite(val):
             raise ConfigError(f"{where}.{key}: must be a finite number, got {val}")
-        if isinstance(val, int) and not isinstance(val, bool) and not -INT_MAX - 1 <= val \
-                <= INT_MAX:
-            raise ConfigError(f"{where}.{key}: {val} does not fit in 64 bits")
         kwargs[key] = val
     try:
         obj = cls(**kwargs)
@@ -254,11 +255,19 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): is this a TOML file?") from None
+    return loads_config(text, source=str(p))
+
+
+def loads_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; every problem is one ConfigError naming `source`."""
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return config_from_dict(d, source=str(p))
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{source}: not valid TOML: {' '.join(str(exc).split())[:200]}") \
+            from None
+    return config_from_dict(d, source=source)
 
 
 def dump_toml(cfg: Config) -> str:

@@ -55,6 +55,21 @@ def stop_on_signals(signals: Iterable[int] = STOP_SIGNALS) -> Callable[[], None]
     return restore
 
 
+def ignore_signals(signals: Iterable[int] = (*STOP_SIGNALS, signal.SIGINT)
+                   ) -> Callable[[], None]:
+    """Ignore `signals` while cleaning up after one (a second Ctrl-C or SIGTERM must not cut the
+    clean-up short); returns a function restoring the handlers. Main thread only, else a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+
+    return restore
+
+
 def _set_pdeathsig(signum: int) -> bool:
     """Ask Linux to send `signum` to this process when its parent dies; False elsewhere."""
     if not sys.platform.startswith("linux"):

@@ -329,7 +329,7 @@ class NodeRuntime:
             for line in self.metrics_log.read_text().splitlines():
                 try:
                     rec = RoundRecord.from_json(jsonio.loads(line))
-                except (json.JSONDecodeError, jsonio.JSONDepthError, RecordError):
+                except (json.JSONDecodeError, jsonio.JSONLimitError, RecordError):
                     continue  # a line torn by the crash; that round is redone anyway
                 if rec.round <= done:
                     self._push(encode_metrics(rec.to_json(), run_id=self.run_id,

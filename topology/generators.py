@@ -301,11 +301,15 @@ def read_labels_file(path: str | Path, num_nodes: int | None = None) -> list[lis
 
 
 # ---- topology files -----------------------------------------------------------------------------
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for k, v in pairs:
         if k in d:
-            raise ValueError(f"duplicate key {k!r} in a JSON object")
+            raise _DuplicateKey(f"duplicate key {k!r} in a JSON object")
         d[k] = v
     return d
 
@@ -317,7 +321,7 @@ def load_topology(path: str | Path) -> Topology:
         doc = jsonio.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as e:
         raise TopologyError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    except jsonio.JSONDepthError as e:
+    except jsonio.JSONLimitError as e:
         raise TopologyError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e}") from None
     except ValueError as e:  # duplicate key
         raise TopologyError(f"{path}: invalid topology: {e}") from None

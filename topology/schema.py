@@ -478,6 +478,8 @@ def _parse_node(rn: Any, k: int, err: _Err) -> NodeSpec:
         err(f"{where}: key 'address' must be a string, got {_tname(addr)}")
     if isinstance(ret, bool) or not isinstance(ret, (int, float)):
         err(f"{where}: key 'retention' must be a number, got {_tname(ret)} {ret!r}")
+    if isinstance(ret, int) and ret.bit_length() > 1000:  # no float holds it (found by fuzzing)
+        err(f"{where}: retention of {ret.bit_length()} bits is not in (0, 1]")
     if labels is not None and not isinstance(labels, list):
         err(f"{where}: key 'labels' must be an array of ints, got {_tname(labels)}")
     if bind is not None and not isinstance(bind, str):
