@@ -37,6 +37,7 @@ from mcepl.launcher.launch import launch
 from mcepl.launcher.report import read_metrics
 from mcepl.launcher.resolve import default_topology
 from mcepl.node.transport import make_curve_client, make_curve_server, start_authenticator
+RUN_ID = "run-0123456789ab"  # as long as a real one (default_run_id)
 
 
 def message_sizes() -> dict[str, int]:
@@ -51,11 +52,11 @@ def message_sizes() -> dict[str, int]:
         m = MaskedModel(build_model(model, (1, 28, 28), 10, seed=0))
         masks = {n: torch.zeros(m.w[n].shape, dtype=torch.bool) for n in m.names}
         out[f"mcepl {model} mask"] = message_size(encode_payload(
-            Payload("mask", masks), run_id="run-x", round=1, phase=0, sender=0))
+            Payload("mask", masks), run_id=RUN_ID, round=1, phase=0, sender=0))
         if model == "small-cnn":
             weights = {n: p.detach().clone() for n, p in m.module.named_parameters()}
             out[f"dsgd {model} weights"] = message_size(encode_payload(
-                Payload("weights", weights), run_id="run-x", round=1, phase=0, sender=0))
+                Payload("weights", weights), run_id=RUN_ID, round=1, phase=0, sender=0))
     return out
 
 

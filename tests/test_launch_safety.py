@@ -285,3 +285,18 @@ def test_a_killed_node_is_named_with_its_signal_and_log(tmp_path: Path, tiny_cfg
     assert line.count("\n") == 0, line
     assert f"node 2 died (signal 9, SIGKILL)  [log: {run / 'logs' / 'node-2.log'}]" in line
     assert not any(running(p) for p in nodes)
+
+
+def test_reserved_ipc_directory_is_private_and_removed(tmp_path: Path) -> None:
+    import stat as statmod
+
+    from mcepl.launcher.ports import reserve
+
+    topo = generate("ring", 4, transport="ipc")  # placeholders in the shared default dir
+    with reserve(topo, auto=True) as res:
+        d = res.ipc_dir
+        assert d is not None and statmod.S_IMODE(d.stat().st_mode) == 0o700
+        paths = [n.address[len("ipc://"):] for n in res.topology.nodes]
+        assert all(Path(q).parent == d and Path(q).is_socket() for q in paths)
+        assert all(res.fd(i) is not None for i in range(4))
+    assert not d.exists()
