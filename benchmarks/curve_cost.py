@@ -37,6 +37,7 @@ from mcepl.launcher.launch import launch
 from mcepl.launcher.report import read_metrics
 from mcepl.launcher.resolve import default_topology
 from mcepl.node.transport import make_curve_client, make_curve_server, start_authenticator
+
 RUN_ID = "run-0123456789ab"  # as long as a real one (default_run_id)
 
 

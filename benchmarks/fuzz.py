@@ -41,6 +41,7 @@ import logging
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -414,6 +415,7 @@ class CollectorTarget(Target):
 
     def close(self) -> None:
         self.col.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class NodeTarget(Target):
@@ -504,6 +506,7 @@ class NodeTarget(Target):
 
     def close(self) -> None:
         self.socks.close(0)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 TARGETS: dict[str, Callable[[], Target]] = {
