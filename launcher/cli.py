@@ -131,6 +131,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:
         dash = _open_dashboard(args, cfg, topo, run_dir)
     except DashboardError as exc:
+        rd.abandon()  # nothing ran: the same --out can be used again
         return _error(exc)
     observer = dash.observer if dash is not None else None
     status = "finished: ok"

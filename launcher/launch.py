@@ -130,26 +130,43 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
     try:
         reservation = reserve(topo, auto_ports)
     except PortError as exc:
+        rd.abandon()  # nothing ran: the same --out can be used again
         raise LaunchError(str(exc)) from None
     with reservation:
         return _launch(cfg, reservation.topology, rd, reservation, quiet=quiet, run_id=run_id,
                        secure=secure, observer=observer)
 
 
+def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure: bool,
+             observer: Observer | None) -> tuple[Topology, str, Collector]:
+    """Keys, topology.json, the data check and the collector: everything before the first node
+    starts. On a failure here the run directory is given back (`RunDir.abandon`)."""
+    try:
+        try:
+            if secure:
+                topo = generate_keys(topo, rd.keys)
+            rd.write_topology(topo)
+        except (TopologyError, RunDirError) as exc:
+            raise LaunchError(str(exc)) from None
+        run_id = run_id or default_run_id(cfg, topo)
+        preflight(cfg, topo)
+        keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys,
+                                                                           COLLECTOR)[1]))
+                if secure else None)
+        try:
+            collector = Collector(rd.path, run_id, topo.num_nodes, observer=observer, keys=keys)
+        except RuntimeError as exc:
+            raise LaunchError(str(exc)) from None
+    except BaseException:
+        rd.abandon()
+        raise
+    return topo, run_id, collector
+
+
 def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *, quiet: bool,
             run_id: str | None, secure: bool, observer: Observer | None) -> LaunchResult:
     run_dir = rd.path
-    try:
-        if secure:
-            topo = generate_keys(topo, rd.keys)
-        rd.write_topology(topo)
-    except (TopologyError, RunDirError) as exc:
-        raise LaunchError(str(exc)) from None
-    run_id = run_id or default_run_id(cfg, topo)
-    preflight(cfg, topo)
-    keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys, COLLECTOR)[1]))
-            if secure else None)
-    collector = Collector(run_dir, run_id, topo.num_nodes, observer=observer, keys=keys)
+    topo, run_id, collector = _prepare(cfg, topo, rd, run_id, secure, observer)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
     procs: list[subprocess.Popen] = []
     logs = []

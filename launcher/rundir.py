@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import sys
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ def check_unused(path: str | Path) -> Path:
     return p
 
 
-def _try_claim(p: Path) -> bool:
-    """Make `p` and create its claim file; False when another run holds it."""
+def _try_claim(p: Path) -> bool | None:
+    """Make `p` and create its claim file; False when another run holds it, else whether the
+    directory was made here (True) or existed, empty of runs (None)."""
+    made = not p.exists()
     try:
         p.mkdir(parents=True, exist_ok=True)
         if (p / METRICS).exists():  # a run from before claim files
@@ -91,30 +94,55 @@ def _try_claim(p: Path) -> bool:
             "started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv}
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(info, indent=1) + "\n")
-    return True
+    return True if made else None
 
 
-def claim(path: str | Path, *, unique: bool = False) -> Path:
+def claim(path: str | Path, *, unique: bool = False) -> tuple[Path, bool]:
     """Create (or adopt an empty existing) run directory and claim it atomically; returns the
-    path claimed. RunDirError when it holds a run, or cannot be made. `unique`: try `path`,
-    then `path-2`, `path-3`, ... (the default directory)."""
+    path claimed and whether it was created here. RunDirError when it holds a run, or cannot be
+    made. `unique`: try `path`, then `path-2`, `path-3`, ... (the default directory)."""
     p = Path(path)
     for k in range(1, MAX_SUFFIX + 1 if unique else 2):
         cand = p if k == 1 else p.with_name(f"{p.name}-{k}")
-        if _try_claim(cand):
-            return cand
+        got = _try_claim(cand)
+        if got is not False:
+            return cand, bool(got)
     raise RunDirError(f"{p} already holds a run{_holder(p)}; choose another --out")
 
 
 @dataclass(frozen=True)
 class RunDir:
-    """A claimed run directory being written; `create` claims and fills it."""
+    """A claimed run directory being written; `create` claims and fills it. `created`: the
+    directory did not exist before the claim (`abandon` may remove it)."""
 
     path: Path
+    created: bool = False
 
     @classmethod
     def claim(cls, path: str | Path, *, unique: bool = False) -> RunDir:
-        return cls(claim(path, unique=unique))
+        p, created = claim(path, unique=unique)
+        return cls(p, created)
+
+    def abandon(self) -> None:
+        """Give the directory back after a failure before any round ran (nothing collected):
+        remove what the claim and the set-up wrote, and the directory itself if this run made
+        it, so the same --out can be used again once the problem is fixed. A directory holding
+        records is left alone."""
+        if self.metrics.exists() and self.metrics.stat().st_size:
+            return
+        for f in (self.metrics, self.config, self.topology, self.claim_file,
+                  self.path / "collector.json"):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        for d in (self.keys, self.checkpoints, self.logs):
+            shutil.rmtree(d, ignore_errors=True)
+        if self.created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
 
     @classmethod
     def create(cls, path: str | Path | RunDir, cfg: Config, topo: Topology | None = None, *,
