@@ -67,8 +67,10 @@ def check_unused(path: str | Path) -> Path:
     """`path` as a Path, or RunDirError when it already holds a run or cannot be a directory
     (a quick check before the work starts; `claim` is the atomic one)."""
     p = Path(path)
-    if (p / CLAIM).exists() or (p / METRICS).exists():
+    if (p / CLAIM).exists():
         raise RunDirError(f"{p} already holds a run{_holder(p)}; choose another --out")
+    if (p / METRICS).exists():
+        raise RunDirError(f"{p} already holds a run ({METRICS}); choose another --out")
     if p.exists() and not p.is_dir():
         raise RunDirError(f"{p}: cannot use as run directory: it exists and is not a directory; "
                           "choose another --out")
@@ -107,7 +109,8 @@ def claim(path: str | Path, *, unique: bool = False) -> tuple[Path, bool]:
         got = _try_claim(cand)
         if got is not False:
             return cand, bool(got)
-    raise RunDirError(f"{p} already holds a run{_holder(p)}; choose another --out")
+    why = _holder(p) if (p / CLAIM).exists() else f" ({METRICS})"
+    raise RunDirError(f"{p} already holds a run{why}; choose another --out")
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,12 @@ def test_missing_data_set_is_one_line_per_node_and_the_collector_ends(
     common = ["--topology", str(topo), "--config", str(cfg_file)]
     t0 = time.monotonic()
     collector = subprocess.Popen(
-        [*_mcepl(), "collect", *common, "--bind", col_addr, "--out", str(tmp_path / "run")],
+        [*_mcepl(), "collect", *common, "--bind", col_addr, "--out", str(tmp_path / "run"),
+         "--insecure"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     nodes = [subprocess.Popen([*_mcepl(), "node", *common, "--id", str(i), "--collector",
-                               col_addr, "--checkpoint-dir", str(tmp_path / "ckpt")],
+                               col_addr, "--checkpoint-dir", str(tmp_path / "ckpt"),
+                               "--insecure"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i in range(3)]
     try:
@@ -94,7 +96,8 @@ def test_data_errors_without_a_hint_are_one_line_too(tmp_path: Path, tiny_cfg) -
     topo, cfg_file = _files(tmp_path, cfg, 2)
     env = {k: v for k, v in os.environ.items() if k not in ("MCEPL_DATA", "MCEPL_DATA_HINT")}
     proc = subprocess.run([*_mcepl(), "node", "--topology", str(topo), "--config",
-                           str(cfg_file), "--id", "0", "--checkpoint-dir", str(tmp_path / "c")],
+                           str(cfg_file), "--id", "0", "--checkpoint-dir", str(tmp_path / "c"),
+                           "--insecure"],
                           capture_output=True, text=True, timeout=120,
                           env={**env, "HOME": str(tmp_path)})
     assert proc.returncode == 1
@@ -110,7 +113,8 @@ def test_node_without_a_collector_ends_after_the_connect_timeout(tmp_path: Path,
     t0 = time.monotonic()
     proc = subprocess.run([*_mcepl(), "node", "--topology", str(topo), "--config", str(cfg_file),
                            "--id", "0", "--collector", nobody, "--checkpoint-dir",
-                           str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "c"), "--insecure"], capture_output=True, text=True,
+                          timeout=120)
     took = time.monotonic() - t0
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
