@@ -17,10 +17,12 @@ from mcepl.topology import Topology
 
 
 def run_inprocess_to_dir(cfg: Config, topo: Topology, run_dir: str | Path,
-                         quiet: bool = False, observer: Observer | None = None) -> dict[str, Any]:
+                         quiet: bool = False, observer: Observer | None = None,
+                         mask_snapshots: str = "eval") -> dict[str, Any]:
     """Run every node in this process, writing `run_dir`; returns the summary. RunDirError
     when the directory already holds a run. ``observer`` gets each record as the collector's
-    does ("record", node, record)."""
+    does ("record", node, record). ``mask_snapshots``: when the nodes of a mask method write
+    their masks into ``run_dir/masks`` ("eval", "final" or "off")."""
     rd = RunDir.create(run_dir, cfg, topo)
 
     with open(rd.metrics, "w", buffering=1) as out:
@@ -35,7 +37,9 @@ def run_inprocess_to_dir(cfg: Config, topo: Topology, run_dir: str | Path,
                       flush=True)
 
         t0 = time.perf_counter()
-        run_inprocess(cfg, topo, on_round=on_round)
+        run_inprocess(cfg, topo, on_round=on_round,
+                      masks_dir=None if mask_snapshots == "off" else rd.masks,
+                      mask_snapshots=mask_snapshots if mask_snapshots != "off" else "eval")
     summary = write_report(rd.path, {"algorithm": cfg.algorithm.name, "model": cfg.model.name,
                                      "dataset": cfg.data.dataset, "driver": "inprocess",
                                      "wall_s": time.perf_counter() - t0, "status": "ok"})

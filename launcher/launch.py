@@ -52,11 +52,14 @@ class LaunchResult:
 
 
 def node_command(i: int, run_dir: Path, collector: str, run_id: str,
-                 key: Path | None = None, listen_fd: int | None = None) -> list[str]:
+                 key: Path | None = None, listen_fd: int | None = None,
+                 mask_snapshots: str = "eval") -> list[str]:
     rd = RunDir(Path(run_dir))
+    masks = ([] if mask_snapshots == "off"
+             else ["--masks-dir", str(rd.masks), "--mask-snapshots", mask_snapshots])
     return [sys.executable, "-m", "mcepl.node.main", "--topology", str(rd.topology),
             "--config", str(rd.config), "--id", str(i), "--collector", collector,
-            "--run-id", run_id, "--checkpoint-dir", str(rd.checkpoints),
+            "--run-id", run_id, "--checkpoint-dir", str(rd.checkpoints), *masks,
             "--parent", str(os.getpid()),
             *(["--key", str(key)] if key is not None else ["--insecure"]),
             *(["--listen-fd", str(listen_fd)] if listen_fd is not None else [])]
@@ -109,7 +112,7 @@ def preflight(cfg: Config, topo: Topology) -> None:
 
 def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool = False,
            run_id: str | None = None, secure: bool = True, auto_ports: bool = False,
-           observer: Observer | None = None) -> LaunchResult:
+           observer: Observer | None = None, mask_snapshots: str = "eval") -> LaunchResult:
     """Run the whole network locally; returns the summary, raises LaunchError on a node failure
     (LaunchInterrupted on Ctrl-C, SIGTERM or SIGHUP, after writing the summary).
 
@@ -119,7 +122,8 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
     launcher picks free ports (tcp) or a private socket directory (ipc) itself; otherwise the
     topology's addresses are reserved as they are. ``run_dir`` may be a RunDir already claimed.
     ``observer`` (e.g. the dashboard) gets what the collector gets, and ("failed", i,
-    {"reason"}) when node i's process ends with an error."""
+    {"reason"}) when node i's process ends with an error. ``mask_snapshots``: when mask
+    methods' nodes write their masks into ``run_dir/masks`` ("eval", "final" or "off")."""
     if topo.secure and not secure:
         raise LaunchError("--insecure, but the topology has CURVE public keys: remove them, or "
                           "launch securely (fresh keys are made for the run)")
@@ -134,7 +138,7 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
         raise LaunchError(str(exc)) from None
     with reservation:
         return _launch(cfg, reservation.topology, rd, reservation, quiet=quiet, run_id=run_id,
-                       secure=secure, observer=observer)
+                       secure=secure, observer=observer, mask_snapshots=mask_snapshots)
 
 
 def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure: bool,
@@ -164,7 +168,8 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
 
 
 def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *, quiet: bool,
-            run_id: str | None, secure: bool, observer: Observer | None) -> LaunchResult:
+            run_id: str | None, secure: bool, observer: Observer | None,
+            mask_snapshots: str = "eval") -> LaunchResult:
     run_dir = rd.path
     topo, run_id, collector = _prepare(cfg, topo, rd, run_id, secure, observer)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
@@ -182,7 +187,7 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
             key = key_paths(rd.keys, n.id)[1] if secure else None
             fd = reservation.fd(n.id)
             procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
-                                                       key, fd),
+                                                       key, fd, mask_snapshots),
                                           stdout=log, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True,
                                           pass_fds=(fd,) if fd is not None else ()))

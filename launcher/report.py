@@ -282,6 +282,9 @@ def write_report(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str
         except (OSError, json.JSONDecodeError):
             pass
     summary = summarize(records, {**from_cfg, **keep, **(extra or {})})
+    masks = mask_report(run_dir)
+    if masks:
+        summary["masks"] = masks
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
     tmp.replace(run_dir / "summary.json")
@@ -292,6 +295,23 @@ def write_report(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str
     write_bytes_tables(summary, run_dir)
     (run_dir / "report.md").write_text(markdown_report(summary, run_dir))
     return summary
+
+
+def mask_report(run_dir: Path) -> dict[str, Any]:
+    """The mask pictures and overlap table of a run with mask snapshots (RUN/masks; see
+    `maskplots.write_mask_report`); {} for a run without them or without its topology."""
+    if not (Path(run_dir) / "masks").is_dir():
+        return {}
+    from mcepl.topology import TopologyError, load_topology
+
+    from .maskplots import write_mask_report
+
+    try:
+        topo = load_topology(Path(run_dir) / "topology.json")
+    except (TopologyError, OSError) as exc:
+        print(f"warning: {run_dir}: mask pictures skipped: {exc}")
+        return {}
+    return write_mask_report(run_dir, topo.edges, {n.id: n.retention for n in topo.nodes})
 
 
 def run_label(summary: dict[str, Any], run_dir: Path) -> str:
@@ -400,7 +420,32 @@ def markdown_report(s: dict[str, Any], run_dir: Path) -> str:
               for c in s.get("accuracy_curve", [])]
     lines += ["", "![accuracy per round](accuracy.png)", "",
               "![accuracy against cumulative bytes](accuracy_vs_bytes.png)", ""]
+    lines += _masks_md(s.get("masks") or {})
     return "\n".join(lines)
+
+
+def _masks_md(m: dict[str, Any]) -> list[str]:
+    """report.md's section on the learned masks (runs with mask snapshots)."""
+    if not m:
+        return []
+    lines = ["## Masks", ""]
+    fc = m.get("first_conv")
+    if fc:
+        lines += [f"First conv layer `{fc['layer']}` at round {fc['round']}, output filters "
+                  f"{fc['filters'][0]}..{fc['filters'][-1]} (black = kept):", "",
+                  "| node (1-based) | kept | density | non-zero filters |", "|---|---|---|---|"]
+        for i, st in fc["stats"].items():
+            lines.append(f"| {int(i) + 1} | {st['kept']} | {st['density']:.4f} | "
+                         f"{st['nonzero_filters']}/{len(fc['filters'])} |")
+        lines += ["", "![first conv layer masks](masks_first_conv.png)", ""]
+    ov = m.get("overlap_final")
+    if ov:
+        lines += [f"Mask overlap between neighbours (mean Jaccard over the graph's edges) at "
+                  f"round {m.get('overlap_round')}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in ov.items())
+                  + " (per round: mask_overlap.csv)", "",
+                  "![mask overlap between neighbours per layer](mask_overlap.png)", ""]
+    return lines
 
 
 def write_comparison(run_dirs: list[Path], out: Path) -> dict[str, dict[str, Any]]:

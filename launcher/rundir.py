@@ -196,6 +196,11 @@ class RunDir:
         return self.path / "keys"
 
     @property
+    def masks(self) -> Path:
+        """The nodes' mask snapshots (node/snapshots.py), one folder per node."""
+        return self.path / "masks"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 

@@ -56,6 +56,9 @@ class DataConfig:
     labels_file: str | None = None
     alpha: float = 0.5
     train_fraction: float = 1.0
+    # set aside this fraction of each node's training shard (per label) as a validation split,
+    # for choosing hyper-parameters off the test set (`mcepl experiment`); 0 = none
+    val_fraction: float = 0.0
 
 
 @dataclass
@@ -238,6 +241,9 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
                           f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
                           f"{run.threads_per_node}")
+    if not 0.0 <= data.val_fraction < 1.0:
+        raise ConfigError(f"{source}: data.val_fraction: must be in [0, 1), "
+                          f"got {data.val_fraction}")
     if not (run.device == "cpu" or run.device == "cuda" or run.device.startswith("cuda:")
             or run.device == "mps"):
         raise ConfigError(f"{source}: run.device: {run.device!r} is not cpu, cuda, cuda:N or mps")

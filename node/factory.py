@@ -49,7 +49,8 @@ def _shard_kwargs(cfg: Config, topo: Topology) -> dict:
     return dict(dataset=d.dataset, num_nodes=len(topo.nodes), seed=cfg.run.seed,
                 partition=d.partition, labels_per_node=d.labels_per_node,
                 assignment=label_assignment(cfg, topo), alpha=d.alpha,
-                train_fraction=d.train_fraction, root=d.root, download=d.download)
+                train_fraction=d.train_fraction, root=d.root, download=d.download,
+                val_fraction=d.val_fraction)
 
 
 def node_shard(cfg: Config, topo: Topology, node_id: int) -> Shard:
@@ -73,9 +74,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
-    """The node's own full test set, evaluated on the configured rounds and device."""
+    """The node's own full test set (and its validation split, when it has one), evaluated on
+    the configured rounds and device."""
     return Evaluator(shard.test_x, shard.test_y, every=cfg.run.eval_every, rounds=cfg.run.rounds,
-                     batch_size=cfg.run.eval_batch_size, device=resolve_device(cfg.run.device))
+                     batch_size=cfg.run.eval_batch_size, device=resolve_device(cfg.run.device),
+                     val_x=shard.val_x, val_y=shard.val_y)
 
 
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from mcepl.node.factory import all_shards, build_algorithm, build_evaluator, def
 from mcepl.node.links import Delivered, PeerLinks
 from mcepl.node.record import RoundRecord
 from mcepl.node.rounds import RoundCore, RoundError
+from mcepl.node.snapshots import MaskSnapshots
 from mcepl.protocol import DataMessage, message_size
 from mcepl.topology import Topology
 
@@ -49,27 +51,34 @@ class InProcessResult:
 
 
 def run_inprocess(cfg: Config, topo: Topology, *, run_id: str | None = None,
-                  on_round: RoundCallback | None = None) -> InProcessResult:
+                  on_round: RoundCallback | None = None,
+                  masks_dir: str | Path | None = None,
+                  mask_snapshots: str = "eval") -> InProcessResult:
     """Train every node of `topo` for `cfg.run.rounds` rounds; one record per node per round.
 
-    `on_round(rnd, records)` gets each round's records in JSON form as the round ends."""
+    `on_round(rnd, records)` gets each round's records in JSON form as the round ends.
+    `masks_dir`: every node's mask snapshots go there (on evaluation rounds, or with
+    `mask_snapshots = "final"` after the last round), as a node process writes them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.run.threads_per_node)  # as each node process does
     try:
-        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round)
+        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round, masks_dir,
+                    mask_snapshots)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: Config, topo: Topology, run_id: str,
-         on_round: RoundCallback | None) -> InProcessResult:
+def _run(cfg: Config, topo: Topology, run_id: str, on_round: RoundCallback | None,
+         masks_dir: str | Path | None, mask_snapshots: str) -> InProcessResult:
     t_start = time.perf_counter()
     shards = all_shards(cfg, topo)
     cores: list[RoundCore] = []
     for n in topo.nodes:
         algo = build_algorithm(cfg, topo, n.id, shards[n.id])
         links = PeerLinks(n.id, topo.neighbors(n.id), run_id, cfg.run.codec)
-        cores.append(RoundCore(n.id, algo, links, build_evaluator(cfg, shards[n.id])))
+        snapshots = (MaskSnapshots(masks_dir, n.id, cfg.run.eval_every, cfg.run.rounds,
+                                   mask_snapshots) if masks_dir is not None else None)
+        cores.append(RoundCore(n.id, algo, links, build_evaluator(cfg, shards[n.id]), snapshots))
     result = InProcessResult(algorithms=[c.algo for c in cores])
     for rnd in range(cfg.run.rounds + 1):
         for core in cores:

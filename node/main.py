@@ -49,6 +49,13 @@ def add_node_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", default="checkpoints",
                    help="where this node writes its state after every round, and --resume reads "
                         "it (default ./checkpoints; run.checkpoint = false turns writing off)")
+    p.add_argument("--masks-dir", default=None, metavar="DIR",
+                   help="write this node's masks on its evaluation rounds under DIR/node-<i>/ "
+                        "(mask methods; local files only, nothing extra on the wire; `mcepl "
+                        "launch` uses RUN/masks; default: none)")
+    p.add_argument("--mask-snapshots", choices=["eval", "final"], default="eval",
+                   help="with --masks-dir: on every evaluation round (default) or only after "
+                        "the last round")
     p.add_argument("--resume", action="store_true",
                    help="rejoin a running network from this node's last checkpoint after a crash")
     p.add_argument("--key", default=None, metavar="FILE",
@@ -112,7 +119,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     try:
         return run_node(cfg, topo, args.id, run_id, args.collector, args.bind,
                         checkpoint_dir=ckpt_dir, resume_state=resume_state, curve=curve,
-                        listen_fd=args.listen_fd, should_stop=should_stop)
+                        listen_fd=args.listen_fd, should_stop=should_stop,
+                        masks_dir=args.masks_dir, mask_snapshots=args.mask_snapshots)
     finally:
         restore()
 
@@ -121,7 +129,8 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
              bind: str | None = None, checkpoint_dir: str | None = None,
              resume_state: dict | None = None, curve: CurveConfig | None = None,
              listen_fd: int | None = None,
-             should_stop: Callable[[], str | None] | None = None) -> int:
+             should_stop: Callable[[], str | None] | None = None,
+             masks_dir: str | None = None, mask_snapshots: str = "eval") -> int:
     """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure
     (a signal to stop included: the collector is told "interrupted (SIGTERM)")."""
     from mcepl.protocol import encode_control
@@ -148,7 +157,8 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
                  node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
                  len(peers))
         runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir,
-                              evaluator=build_evaluator(cfg, shard), should_stop=should_stop)
+                              evaluator=build_evaluator(cfg, shard), should_stop=should_stop,
+                              masks_dir=masks_dir, mask_snapshots=mask_snapshots)
         if resume_state is not None:
             runtime.restore(resume_state)
         runtime.run()

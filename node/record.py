@@ -65,6 +65,7 @@ class RoundRecord:
     rejected: int | None = None
     # evaluation rounds only
     test_acc: float | None = None
+    val_acc: float | None = None  # on the validation split (data.val_fraction > 0)
     eval_s: float | None = None
     t_end: float = 0.0
     bytes_sent_metrics: int | None = None

@@ -29,6 +29,7 @@ from mcepl.node.algorithms import Algorithm
 from mcepl.node.evaluation import accuracy, is_eval_round
 from mcepl.node.links import Delivered, PeerLinks
 from mcepl.node.record import RoundRecord
+from mcepl.node.snapshots import MaskSnapshots
 from mcepl.protocol import DEFAULT_LIMITS, PEER_KINDS, format_peer_bytes
 
 
@@ -38,7 +39,9 @@ class RoundError(RuntimeError):
 
 @dataclass
 class Evaluator:
-    """The node's own test set and when to evaluate on it (round 0, every `every`, the last)."""
+    """The node's own test set and when to evaluate on it (round 0, every `every`, the last);
+    `val_x`/`val_y`: its validation split (training images set aside), evaluated on the same
+    rounds when given."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -46,12 +49,20 @@ class Evaluator:
     rounds: int
     batch_size: int = 1000
     device: torch.device | str = "cpu"
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     def due(self, rnd: int) -> bool:
         return is_eval_round(rnd, self.every, self.rounds)
 
     def __call__(self, algo: Algorithm) -> float:
         return accuracy(algo.predict, self.x, self.y, self.batch_size, self.device)
+
+    def validation(self, algo: Algorithm) -> float | None:
+        """Accuracy on the validation split; None without one."""
+        if self.val_x is None or self.val_y is None or len(self.val_y) == 0:
+            return None
+        return accuracy(algo.predict, self.val_x, self.val_y, self.batch_size, self.device)
 
 
 @dataclass
@@ -76,8 +87,10 @@ class RoundCore:
     """One node's side of every round: its algorithm, its links, its evaluator, its bill."""
 
     def __init__(self, node_id: int, algo: Algorithm, links: PeerLinks,
-                 evaluator: Evaluator | None = None) -> None:
+                 evaluator: Evaluator | None = None,
+                 snapshots: MaskSnapshots | None = None) -> None:
         self.id, self.algo, self.links, self.evaluator = node_id, algo, links, evaluator
+        self.snapshots = snapshots  # the algorithm's masks to local files (evaluation rounds)
         self.used_bytes = self.used_msgs = 0  # data delivered to the algorithm (cumulative)
         self._before = self._totals()  # bytes before the first round (the handshake) count in it
         self._compute = self._comm = 0.0
@@ -177,7 +190,10 @@ class RoundCore:
         if self.evaluator is not None and self.evaluator.due(rnd):
             t0 = time.perf_counter()
             rec.test_acc = self.evaluator(self.algo)
+            rec.val_acc = self.evaluator.validation(self.algo)
             rec.eval_s = round(time.perf_counter() - t0, 6)
+        if self.snapshots is not None and self.snapshots.due(rnd):
+            self.snapshots.save(rnd, self.algo.masks())
         self.links.forget_before(rnd)
         rec.t_end = time.time()  # wall clock, for time per round across the network
         self._before = self._totals()

@@ -37,6 +37,7 @@ from mcepl.node.checkpoint import (
 from mcepl.node.links import COLLECTOR, Delivered, PeerLinks
 from mcepl.node.record import RecordError, RoundRecord
 from mcepl.node.rounds import Evaluator, RoundCore
+from mcepl.node.snapshots import MaskSnapshots
 from mcepl.node.transport import NodeSockets, milestone
 from mcepl.protocol import (
     ControlMessage,
@@ -68,13 +69,16 @@ class NodeRuntime:
 
     `evaluator`: the node's test set (None: no `test_acc` in the records). `should_stop`,
     asked while the node waits for messages, returns a reason to stop (e.g. the launcher that
-    started it is gone) or None."""
+    started it is gone) or None. `masks_dir`: where the node writes its mask snapshots on
+    evaluation rounds, or after the last round with `mask_snapshots = "final"` (None: none;
+    see node/snapshots.py)."""
 
     def __init__(self, cfg: Config, topo: Topology, node_id: int, run_id: str,
                  algo: Algorithm, sockets: NodeSockets,
                  checkpoint_dir: str | Path | None = None, *,
                  evaluator: Evaluator | None = None,
-                 should_stop: Callable[[], str | None] | None = None) -> None:
+                 should_stop: Callable[[], str | None] | None = None,
+                 masks_dir: str | Path | None = None, mask_snapshots: str = "eval") -> None:
         self.cfg, self.topo, self.id, self.run_id = cfg, topo, node_id, run_id
         self.checkpoint = checkpoint_path(checkpoint_dir, node_id) if checkpoint_dir else None
         # every record also goes to a local file next to the checkpoint: after a crash, records
@@ -86,7 +90,9 @@ class NodeRuntime:
         self.sock = sockets
         self.neighbors = set(topo.neighbors(node_id))
         self.links = PeerLinks(node_id, self.neighbors, run_id, cfg.run.codec)
-        self.core = RoundCore(node_id, algo, self.links, evaluator)
+        snapshots = (MaskSnapshots(masks_dir, node_id, cfg.run.eval_every, cfg.run.rounds,
+                                   mask_snapshots) if masks_dir is not None else None)
+        self.core = RoundCore(node_id, algo, self.links, evaluator, snapshots)
         self.config_hash = cfg.hash()
         self.buffer: dict[tuple[int, int], dict[int, Delivered]] = {}
         self.dropped: Counter[str] = Counter()

@@ -130,6 +130,12 @@ class Algorithm(ABC):
         """Extra per-round numbers for the metrics (train loss, density, ...)."""
         return {}
 
+    def masks(self) -> dict[str, torch.Tensor] | None:
+        """The binary masks of the model this node evaluates, per masked layer (non-zero =
+        kept), for the run's mask snapshots (pictures of the learned sub-networks and the
+        overlap between neighbours' masks); None for a method without masks."""
+        return None
+
     # --- checkpointing ---------------------------------------------------------------------
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

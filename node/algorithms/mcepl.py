@@ -130,6 +130,9 @@ class IndMask(Algorithm):
         with torch.no_grad():
             return self.ctx.model.forward(x, self.ctx.model.masked_weights(self.m))
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        return dict(self.m)
+
     def stats(self) -> dict[str, float]:
         kept = sum(int(m.sum()) for m in self.m.values())
         total = sum(m.numel() for m in self.m.values())

@@ -350,6 +350,9 @@ class SparseWeightAlgorithm(WeightAlgorithm):
     def stats(self) -> dict[str, float]:
         return {**super().stats(), "density": density(self.m)}
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        return dict(self.m)
+
 
 def keep_count(n: int, r: float) -> int:
     """Re-exported K = n - floor((1 - r) n) so the baselines import one module."""

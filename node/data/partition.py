@@ -8,6 +8,9 @@ the seed, so changing one does not shift the others.
 ``train_fraction`` f in (0, 1] keeps, of each per-label share of n training images (for iid: of
 each node's share), the first ``min(n, max(1, int(round(f * n))))`` (Python's round, halves to
 even). f = 1 keeps everything. The published code used f = 1/5.
+
+``carve_validation`` then sets aside a validation split of every node's (kept) training images,
+per label, for choosing hyper-parameters without looking at the test set.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ import numpy as np
 __all__ = [
     "NodeIndices",
     "assign_labels",
+    "carve_validation",
     "partition_by_labels",
     "partition_dirichlet",
     "partition_iid",
@@ -36,10 +40,12 @@ MAX_DIRICHLET_TRIES = 100
 
 @dataclass(frozen=True)
 class NodeIndices:
-    """Indices (int64, ascending) of one node's training and test images."""
+    """Indices (int64, ascending) of one node's training, test and validation images (the
+    validation images are training images set aside by `carve_validation`; none by default)."""
 
     train: np.ndarray
     test: np.ndarray
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _check_seed(seed: int) -> int:
@@ -237,3 +243,37 @@ def partition_iid(train_y: np.ndarray, test_y: np.ndarray, num_nodes: int, seed:
     te = np.array_split(_rng(seed, "iid-test").permutation(len(test_y)), num_nodes)
     parts = _finish([[_keep(a, f)] for a in tr], [[b] for b in te])
     return _require_data(parts, "partition_iid")
+
+
+def carve_validation(parts: Sequence[NodeIndices], train_y: np.ndarray, fraction: float,
+                     seed: int) -> list[NodeIndices]:
+    """Set aside a validation split of every node's training images, per label.
+
+    For each node and each label among its n training images of that label, a random
+    ``k = round(fraction * n)`` of them (from the node's own stream ``(seed, "validation",
+    node, label)``, so the split depends on nothing else) move from ``train`` to ``val``; k is
+    clipped to 1..n-1 when n >= 2, so every label keeps a training image and is validated, and
+    is 0 for a label with a single image. ``fraction = 0`` returns the parts unchanged: the
+    training shards, and hence every number of a run, stay exactly as without a split.
+    """
+    f = float(fraction)
+    if not 0.0 <= f < 1.0 or math.isnan(f):
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction!r}")
+    _check_seed(seed)
+    if f == 0.0:
+        return list(parts)
+    train_y = _labels_array(train_y, "train_y")
+    out: list[NodeIndices] = []
+    for node, part in enumerate(parts):
+        train, val = [], []
+        labels = train_y[part.train]
+        for label in np.unique(labels):
+            idx = part.train[labels == label]
+            n = len(idx)
+            k = min(max(int(round(f * n)), 1), n - 1) if n >= 2 else 0
+            perm = _rng(seed, "validation", node, int(label)).permutation(n)
+            val.append(idx[perm[:k]])
+            train.append(idx[perm[k:]])
+        cat = _finish([train], [val])[0]  # sorted concatenations
+        out.append(NodeIndices(train=cat.train, test=part.test, val=cat.test))
+    return out

@@ -20,6 +20,7 @@ from .datasets import Dataset, load_dataset, to_tensor
 from .partition import (
     NodeIndices,
     assign_labels,
+    carve_validation,
     partition_by_labels,
     partition_dirichlet,
     partition_iid,
@@ -36,7 +37,9 @@ PARTITIONS.add("iid", partition_iid)
 
 @dataclass
 class Shard:
-    """One node's data: images float32 (N, C, H, W) in [-1, 1], labels int64."""
+    """One node's data: images float32 (N, C, H, W) in [-1, 1], labels int64. ``val_x``/
+    ``val_y``: training images set aside for choosing hyper-parameters (``data.val_fraction``;
+    None without a split), never trained on."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -45,6 +48,8 @@ class Shard:
     labels: list[int]
     num_classes: int
     input_shape: tuple[int, int, int]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
 def compute_partition(
@@ -56,13 +61,24 @@ def compute_partition(
     assignment: Sequence[Sequence[int]] | None = None,
     alpha: float = 0.5,
     train_fraction: float = 1.0,
+    val_fraction: float = 0.0,
 ) -> tuple[list[NodeIndices], list[list[int]]]:
     """Every node's indices and sorted label list; identical on every node for the same seed.
 
     For "labels" the labels are the assigned ones (``assignment`` if given, else drawn with
     ``labels_per_node``); for "dirichlet" and "iid" they are the labels present in the node's
     training images. ``labels_per_node``/``assignment`` only apply to "labels".
+    ``val_fraction`` > 0 sets aside that fraction of each node's training images (per label,
+    see `carve_validation`) as its validation split.
     """
+    parts, labels = _partition(ds, num_nodes, seed, partition, labels_per_node, assignment,
+                               alpha, train_fraction)
+    return carve_validation(parts, ds.train_y, val_fraction, seed), labels
+
+
+def _partition(ds: Dataset, num_nodes: int, seed: int, partition: str,
+               labels_per_node: int | Sequence[int], assignment: Sequence[Sequence[int]] | None,
+               alpha: float, train_fraction: float) -> tuple[list[NodeIndices], list[list[int]]]:
     if partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; choices: {list(PARTITIONS)}")
     if partition == "labels":
@@ -94,6 +110,8 @@ def _make_shard(ds: Dataset, part: NodeIndices, labels: list[int]) -> Shard:
         labels=list(labels),
         num_classes=ds.num_classes,
         input_shape=ds.input_shape,
+        val_x=to_tensor(ds.train_x[part.val]) if len(part.val) else None,
+        val_y=torch.from_numpy(ds.train_y[part.val].astype(np.int64)) if len(part.val) else None,
     )
 
 
@@ -106,10 +124,11 @@ def build_shards(ds: Dataset, num_nodes: int, seed: int, partition: str = "label
                  labels_per_node: int | Sequence[int] = 4,
                  assignment: Sequence[Sequence[int]] | None = None, alpha: float = 0.5,
                  train_fraction: float = 1.0,
-                 node_ids: Sequence[int] | None = None) -> list[Shard]:
+                 node_ids: Sequence[int] | None = None,
+                 val_fraction: float = 0.0) -> list[Shard]:
     """Shards of an already loaded data set (all nodes, or the listed ``node_ids``)."""
     parts, labels = compute_partition(ds, num_nodes, seed, partition, labels_per_node,
-                                      assignment, alpha, train_fraction)
+                                      assignment, alpha, train_fraction, val_fraction)
     ids = range(num_nodes) if node_ids is None else node_ids
     for i in ids:
         _check_node(i, num_nodes)
@@ -128,6 +147,7 @@ def load_shard(
     train_fraction: float = 1.0,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
+    val_fraction: float = 0.0,
 ) -> Shard:
     """This node's shard: load the data set, partition it from the seed, keep only our slice."""
     _check_node(node_id, num_nodes)
@@ -135,7 +155,7 @@ def load_shard(
         raise ValueError(f"unknown partition {partition!r}; choices: {list(PARTITIONS)}")
     ds = load_dataset(dataset, root=root, download=download)
     return build_shards(ds, num_nodes, seed, partition, labels_per_node, assignment, alpha,
-                        train_fraction, node_ids=[node_id])[0]
+                        train_fraction, node_ids=[node_id], val_fraction=val_fraction)[0]
 
 
 def load_all_shards(
@@ -149,10 +169,11 @@ def load_all_shards(
     train_fraction: float = 1.0,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
+    val_fraction: float = 0.0,
 ) -> list[Shard]:
     """Every node's shard from one load of the data set (same result as load_shard per node)."""
     if partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; choices: {list(PARTITIONS)}")
     ds = load_dataset(dataset, root=root, download=download)
     return build_shards(ds, num_nodes, seed, partition, labels_per_node, assignment, alpha,
-                        train_fraction)
+                        train_fraction, val_fraction=val_fraction)
