@@ -137,12 +137,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
     status = "finished: ok"
     try:
         if args.inprocess:
-            run_inprocess_to_dir(cfg, topo, rd, quiet=args.quiet, observer=observer)
+            run_inprocess_to_dir(cfg, topo, rd, quiet=args.quiet, observer=observer,
+                                 mask_snapshots=args.mask_snapshots)
         else:
             # the launcher chooses the addresses unless a topology file fixes them
             auto = args.topology is None or args.transport is not None
             launch(cfg, topo, rd, quiet=args.quiet, secure=not args.insecure, auto_ports=auto,
-                   observer=observer)
+                   observer=observer, mask_snapshots=args.mask_snapshots)
     except RunDirError as exc:
         status = f"failed: {exc}"
         return _error(exc)
@@ -260,6 +261,87 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .experiment import ExperimentError, Options, run_experiment
+
+    opts = Options(
+        preset=args.preset, out=Path(args.out or f"experiments/{args.preset}"),
+        reference_dir=Path(args.reference_dir) if args.reference_dir else None,
+        c=tuple(args.c) if args.c else None,
+        methods=tuple(m.strip() for ms in args.methods for m in ms.split(",") if m.strip())
+        if args.methods else None,
+        lr_grid=tuple(args.lr_grid or ()), seeds=args.seeds, dataset=args.dataset,
+        model=args.model, data_dir=args.data_dir, rounds=args.rounds,
+        search_rounds=args.search_rounds, eval_every=args.eval_every,
+        val_fraction=args.val_fraction, device=args.device, jobs=args.jobs,
+        networked=args.networked)
+    command = "mcepl " + shlex.join(args.argv)
+    try:
+        return run_experiment(opts, command, plan_only=args.plan,
+                              results_only=args.results_only)
+    except ExperimentError as exc:
+        return _error(exc)
+
+
+def _c_values(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of label counts: {text!r} (e.g. 3,4,5)") \
+            from None
+
+
+def _add_experiment_parser(sub: argparse._SubParsersAction) -> None:
+    from .experiment import PRESETS
+    from .experiment.plan import DEFAULT_SEEDS, DEFAULT_VAL_FRACTION, REFERENCE_ENV
+
+    p = sub.add_parser(
+        "experiment", help="run one of the paper's tables or figures (presets)",
+        description="Run a preset of the paper's experiments: for each method and setting, a "
+                    "learning-rate search on a validation split of each node's training shard, "
+                    "then the chosen rate over several seeds; write results.md (the paper's "
+                    "numbers beside ours, a verdict on each of its orderings), results.csv/"
+                    ".json and plots into --out. Runs already complete in --out are skipped, "
+                    "half-written ones redone: run the same command again to resume. Presets: "
+                    + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
+    p.add_argument("preset", help=", ".join(PRESETS))
+    p.add_argument("--out", help="experiment directory (default experiments/<preset>)")
+    p.add_argument("--reference-dir", help="directory with the paper's graph and label files "
+                   f"(default ${REFERENCE_ENV}, else /work/shared/reference)")
+    p.add_argument("--c", type=_c_values, help="labels per node, e.g. 4 or 3,4,5 (default: "
+                   "the preset's; tables I and II: 3,4,5)")
+    p.add_argument("--methods", action="append", metavar="M[,M...]",
+                   help="only these rows (method names or row labels, e.g. mcepl,ind-mask)")
+    p.add_argument("--lr-grid", action="append", metavar="[METHOD=]LR,LR...",
+                   help="learning rates to search, for every method (1,0.1) or one "
+                        "(mcepl=10,1); one value skips the search. Default: 1,0.1,0.01,0.001, "
+                        "plus 10 for the mask methods")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"seeds per final run, 0..N-1 (default {DEFAULT_SEEDS})")
+    p.add_argument("--dataset", help=" or ".join(DATASETS) + " (default fashion-mnist)")
+    p.add_argument("--data-dir", help="directory holding the data set files")
+    p.add_argument("--model", help=" or ".join(MODELS) + " (default alexnet, the paper's)")
+    p.add_argument("--rounds", type=int, help="iterations of the final runs (default 400)")
+    p.add_argument("--search-rounds", type=int,
+                   help="iterations of the learning-rate search runs (default: --rounds)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N rounds (default: the "
+                   "preset's, 20; fig4: 3)")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of each node's training shard set aside (per label) to choose "
+                        f"the learning rate on (default {DEFAULT_VAL_FRACTION:g})")
+    p.add_argument("--device", help="cpu, cuda, cuda:N")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--networked", action="store_true",
+                   help="run each network as real node processes over TCP (mcepl launch) "
+                        "instead of in one process")
+    p.add_argument("--plan", action="store_true", help="print the runs and exit")
+    p.add_argument("--results-only", action="store_true",
+                   help="run nothing; rewrite results.md/.csv/.json and the plots from --out")
+    p.set_defaults(func=cmd_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mcepl.node.main import add_node_parser
     from mcepl.topology.cli import add_topology_parser
@@ -280,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plaintext, unauthenticated traffic; by default a run is encrypted and "
                         "authenticated with ZeroMQ CURVE: a fresh key pair per node and for the "
                         "collector in RUN/keys (secret files mode 0600)")
+    p.add_argument("--mask-snapshots", choices=["eval", "final", "off"], default="eval",
+                   help="mask methods write every node's masks into RUN/masks on each "
+                        "evaluation round (eval, the default), only after the last round "
+                        "(final), or not at all (off); `mcepl report` draws them")
     p.add_argument("--secure", action="store_true",
                    help="the default (kept for old scripts): CURVE keys for the run")
     _add_dashboard_flags(p)
@@ -314,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where comparison plots go when several runs are given")
     p.set_defaults(func=cmd_report)
 
+    _add_experiment_parser(sub)
+
     p = sub.add_parser("dashboard", help="a web page of finished (or running) runs",
                        description="Serve the dashboard of one or more run directories at "
                                    "http://127.0.0.1:PORT/: the graph, accuracy per round, "
@@ -339,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return _error(exc)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if not getattr(args, "func", None):
         if args.command is None and (argv if argv is not None else sys.argv[1:]) == []:
             parser.print_help()
