@@ -17,7 +17,7 @@ from pathlib import Path
 from .plan import ExperimentError, Options, Plan, build_plan, fingerprint, lr_text
 from .presets import PRESETS
 from .results import write_results
-from .runner import Scheduler, install_sigterm
+from .runner import Scheduler, Terminated, install_sigterm
 
 __all__ = ["PRESETS", "ExperimentError", "Options", "Plan", "build_plan", "describe",
            "run_experiment"]
@@ -88,7 +88,8 @@ def preflight(plan: Plan) -> None:
 def run_experiment(opts: Options, command: str, *, plan_only: bool = False,
                    results_only: bool = False,
                    write: Callable[[str], None] | None = None) -> int:
-    """The whole command; returns the exit code (2 bad input, 1 a run failed, 130 interrupted).
+    """The whole command; returns the exit code (2 bad input, 1 a run failed, 130 interrupted
+    by Ctrl-C, 143 by SIGTERM).
     ExperimentError propagates (the CLI prints it)."""
     say = write or (lambda s: print(s, flush=True))
     plan = build_plan(opts)
@@ -106,12 +107,12 @@ def run_experiment(opts: Options, command: str, *, plan_only: bool = False,
         restore = install_sigterm()
         try:
             code = sched.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             done = sched.progress.done
             say(f"interrupted: {done} of {sched.progress.total} runs complete; run the same "
                 "command again to resume (half-written runs are redone)")
             write_results(plan, command, sched.progress.total)
-            return 130
+            return 143 if isinstance(exc, Terminated) else 130
         finally:
             restore()
         for fin in sched.failed:

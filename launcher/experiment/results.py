@@ -142,7 +142,8 @@ def _num(v: Any) -> float:
 
 
 def picture_nodes(plan: Plan, n: int) -> list[int]:
-    return [i for i in plan.preset.picture_nodes if i < n] or list(range(min(n, 4)))
+    nodes = list(plan.preset.picture_nodes)
+    return nodes if all(i < n for i in nodes) else list(range(min(n, 4)))
 
 
 def mask_metrics(plan: Plan, spec: RunSpec) -> dict[str, float]:

@@ -445,11 +445,15 @@ class Scheduler:
                            "final runs are skipped")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`): handled like Ctrl-C, exit 143 instead of 130."""
+
+
 def install_sigterm() -> Callable[[], None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread (as Ctrl-C does); returns the
+    """SIGTERM raises `Terminated` in the main thread (stopping like Ctrl-C); returns the
     function that restores the previous handler."""
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread

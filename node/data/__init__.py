@@ -17,6 +17,7 @@ from .datasets import (
 from .partition import (
     NodeIndices,
     assign_labels,
+    carve_validation,
     partition_by_labels,
     partition_dirichlet,
     partition_iid,
@@ -36,6 +37,7 @@ __all__ = [
     "assign_labels",
     "build_shards",
     "candidate_dirs",
+    "carve_validation",
     "compute_partition",
     "load_all_shards",
     "load_cifar10",
