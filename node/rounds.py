@@ -191,7 +191,7 @@ class RoundCore:
             t0 = time.perf_counter()
             rec.test_acc = self.evaluator(self.algo)
             rec.val_acc = self.evaluator.validation(self.algo)
-            rec.eval_s = round(time.perf_counter() - t0, 6)
+            rec.eval_s = round(time.perf_counter() - t0, 6)  # test and validation
         if self.snapshots is not None and self.snapshots.due(rnd):
             self.snapshots.save(rnd, self.algo.masks())
         self.links.forget_before(rnd)

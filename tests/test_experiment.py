@@ -89,9 +89,11 @@ def test_presets_are_consistent_data(tiny_reference: Path, tmp_path: Path) -> No
             assert cell.grid == want
             cfg = cell.searches[0].config
             assert cfg.run.rounds == 400 and cfg.data.val_fraction == 0.2
+            assert cfg.run.eval_every == 100  # a search needs few evaluations
             assert cfg.data.train_fraction == (1.0 if name == "fig4" else 0.2)
             final = cell.finals(1.0)[0]
             assert final.config.data.val_fraction == 0.0 and final.config.run.seed == 0
+            assert final.config.run.eval_every == (3 if name == "fig4" else 20)
     t1 = build_plan(Options(preset="table1", out=tmp_path / "t1", reference_dir=tiny_reference))
     rets = {c.row.label: {n.retention for n in c.searches[0].topology.nodes} for c in t1.cells}
     assert rets["mcepl r=0.3"] == {0.3} and rets["dsgd"] == {1.0}

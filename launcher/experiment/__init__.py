@@ -96,6 +96,8 @@ def run_experiment(opts: Options, command: str, *, plan_only: bool = False,
     if plan_only:
         say(describe(plan))
         return 0
+    if results_only and not (opts.out / STATE_FILE).exists():
+        raise ExperimentError(f"--results-only: {opts.out} holds no experiment ({STATE_FILE})")
     check_state(plan, command)
     code = 0
     if not results_only:

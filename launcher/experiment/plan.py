@@ -130,6 +130,13 @@ class Plan:
     base: dict[str, Any]  # the config sections every run shares
 
     @property
+    def search_eval_every(self) -> int:
+        """Search runs evaluate (validation and test) at rounds 0, 1/4, 1/2, 3/4 and the end
+        only: the choice needs the final validation accuracy (and the best, for ties), and
+        evaluating every node's whole test set costs about as much as training."""
+        return max(self.eval_every, self.search_rounds // 4)
+
+    @property
     def total_runs(self) -> int:
         return sum((len(c.grid) if len(c.grid) > 1 else 0) + self.opts.seeds for c in self.cells)
 
@@ -141,6 +148,7 @@ class Plan:
         d["run"]["rounds"] = self.search_rounds if kind == "search" else self.rounds
         if kind == "search":
             d["data"]["val_fraction"] = self.opts.val_fraction
+            d["run"]["eval_every"] = self.search_eval_every
         where = f"{self.preset.name} {setting.key} {row.label}"
         try:
             cfg = config_from_dict(d, source=f"<experiment {where}>")

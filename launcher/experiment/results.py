@@ -304,9 +304,9 @@ def setting_lines(plan: Plan) -> list[str]:
         f"{plan.rounds} rounds, evaluation every {plan.eval_every}; {o.seeds} seed(s) "
         f"(0..{o.seeds - 1}) per final run",
         f"learning rate chosen per method and setting on a validation split of "
-        f"{o.val_fraction:g} of each node's training shard (seed 0, {plan.search_rounds} rounds; "
-        "the highest final mean validation accuracy wins); final runs train on the whole shard "
-        "and are tested on each node's own test set",
+        f"{o.val_fraction:g} of each node's training shard (seed 0, {plan.search_rounds} rounds, "
+        f"evaluated every {plan.search_eval_every}; the highest final mean validation accuracy "
+        "wins); final runs train on the whole shard and are tested on each node's own test set",
     ] + ([p.note] if p.note else [])
 
 
