@@ -283,6 +283,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                               results_only=args.results_only)
     except ExperimentError as exc:
         return _error(exc)
+    except KeyboardInterrupt:  # before the runs started (they handle it themselves)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _c_values(text: str) -> list[int]:
@@ -322,7 +325,8 @@ def _add_experiment_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"seeds per final run, 0..N-1 (default {DEFAULT_SEEDS})")
     p.add_argument("--dataset", help=" or ".join(DATASETS) + " (default fashion-mnist)")
     p.add_argument("--data-dir", help="directory holding the data set files")
-    p.add_argument("--model", help=" or ".join(MODELS) + " (default alexnet, the paper's)")
+    p.add_argument("--model", help=" or ".join(MODELS) + " (default small-cnn, the project's; "
+                   "alexnet is the paper's)")
     p.add_argument("--rounds", type=int, help="iterations of the final runs (default 400)")
     p.add_argument("--search-rounds", type=int,
                    help="iterations of the learning-rate search runs (default: --rounds)")

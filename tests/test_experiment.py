@@ -101,7 +101,7 @@ def test_presets_are_consistent_data(tiny_reference: Path, tmp_path: Path) -> No
     assert fedavg.meta["kind"] == "star" and fedavg.nodes[2].labels == [6, 7, 8]
     t2 = build_plan(Options(preset="table2", out=tmp_path / "t2", reference_dir=tiny_reference))
     assert [n.retention for n in t2.cells[0].searches[0].topology.nodes] == [0.4, 0.4, 0.3]
-    assert t2.cells[0].searches[0].config.model.name == "alexnet"  # the paper's model
+    assert t2.cells[0].searches[0].config.model.name == "small-cnn"  # the project's default
     t3 = build_plan(Options(preset="table3", out=tmp_path / "t3", reference_dir=tiny_reference))
     assert [s.key for s in t3.settings] == ["ring", "er:0.3", "paper", "er:0.7"]
     f4 = build_plan(Options(preset="fig4", out=tmp_path / "f4"))  # needs no reference files
@@ -195,6 +195,7 @@ def test_interrupted_experiment_resumes(tiny_reference: Path, tiny_data_dir: Pat
     numbers of the uninterrupted experiment."""
     out = tmp_path / "exp"
     args = tiny_args(tiny_reference, tiny_data_dir, out)
+    args[args.index("--methods") + 1] = "mcepl"  # 4 runs: 2 searches, 2 finals
     proc = subprocess.Popen([sys.executable, "-m", "mcepl.launcher.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -212,7 +213,29 @@ def test_interrupted_experiment_resumes(tiny_reference: Path, tiny_data_dir: Pat
     assert "interrupted: " in rest and "run the same command again" in rest
     assert "INCOMPLETE" in (out / "results.md").read_text()
     assert main(args) == 0
-    assert read_csv(out / "results.csv") == read_csv(finished[0] / "results.csv")
+    assert read_csv(out / "results.csv") == read_csv(finished[0] / "results.csv")[:1]
+
+
+@pytest.mark.slow
+def test_networked_jobs_give_the_in_process_numbers(tiny_reference: Path, tiny_data_dir: Path,
+                                                    finished: tuple[Path, list[str]],
+                                                    tmp_path: Path) -> None:
+    """Two networked runs at once (each its own node processes and ports) equal the in-process
+    runs of the same seeds, record for record."""
+    out = tmp_path / "net"
+    args = tiny_args(tiny_reference, tiny_data_dir, out, "--networked", "--jobs", "2")
+    args[args.index("--methods") + 1] = "mcepl"
+    ref_dir = finished[0] / "runs" / "c4" / "mcepl"
+    lr = next(ref_dir.glob("final-*-seed0")).name.split("-")[1][2:]  # the rate it chose
+    args[args.index("--lr-grid") + 1] = lr  # no search: the two final runs at once
+    assert main(args) == 0
+    keys = ("round", "node", "test_acc", "train_loss", "density", "bytes_sent",
+            "bytes_received", "mask_entries")
+    for seed in (0, 1):
+        net = read_records(out / "runs" / "c4" / "mcepl" / f"final-lr{lr}-seed{seed}")
+        ref = read_records(ref_dir / f"final-lr{lr}-seed{seed}")
+        project = lambda recs: sorted(tuple(r.get(k) for k in keys) for r in recs)  # noqa: E731
+        assert len(net) == 15 and project(net) == project(ref)
 
 
 # ------------------------------------------------------------------ verdicts and choice

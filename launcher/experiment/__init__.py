@@ -38,7 +38,7 @@ def describe(plan: Plan) -> str:
                      f"lr grid {grid}: {runs[0]} search run(s) x {plan.search_rounds} rounds, "
                      f"{runs[1]} final run(s) x {plan.rounds} rounds, {n} nodes")
     lines.append(f"{plan.total_runs} runs, {node_rounds:,} node-rounds; model "
-                 f"{plan.base['model']['name']}; out {plan.opts.out}")
+                 f"{plan.base['model'].get('name', 'small-cnn')}; out {plan.opts.out}")
     return "\n".join(lines)
 
 

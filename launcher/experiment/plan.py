@@ -210,7 +210,7 @@ def build_plan(opts: Options) -> Plan:
         "data": {"train_fraction": preset.train_fraction, "partition": "labels",
                  **({"dataset": opts.dataset} if opts.dataset else {}),
                  **({"root": opts.data_dir, "download": False} if opts.data_dir else {})},
-        "model": {"name": opts.model or "alexnet",
+        "model": {**({"name": opts.model} if opts.model else {}),  # default: the project's
                   **({"weight_init": preset.weight_init} if preset.weight_init else {})},
         "run": {"eval_every": opts.eval_every or preset.eval_every, "checkpoint": False,
                 **({"device": opts.device} if opts.device else {})},
@@ -365,7 +365,7 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
     change between them: each run's directory name says its lr and seed)."""
     o = plan.opts
     return {"preset": plan.preset.name, "dataset": plan.base["data"].get("dataset"),
-            "model": plan.base["model"]["name"], "rounds": plan.rounds,
+            "model": plan.base["model"].get("name"), "rounds": plan.rounds,
             "search_rounds": plan.search_rounds, "eval_every": plan.eval_every,
             "val_fraction": o.val_fraction, "data_dir": o.data_dir,
             "device": o.device}

@@ -53,6 +53,9 @@ from .presets import Ordering  # noqa: E402
 from .runner import choose_lr, read_records, run_state, run_summary, search_score  # noqa: E402
 
 METRICS = ("final", "best", "auc", "early", "bytes", "node", "masks")
+GRAPH_NAMES = {"paper": "paper (the paper's 20-node ER 0.5 graph)", "er:0.3": "er:0.3 (ER 0.3, "
+               "seed 0)", "er:0.7": "er:0.7 (ER 0.7, seed 0)",
+               "complete": "complete (every node linked to every other)"}
 
 
 @dataclass
@@ -294,9 +297,10 @@ def _json_num(v: Any) -> Any:
 def setting_lines(plan: Plan) -> list[str]:
     p, o = plan.preset, plan.opts
     cfg = plan.base
-    graphs = ", ".join(p.graphs)
+    graphs = ", ".join(GRAPH_NAMES.get(g, g) for g in p.graphs)
     return [
-        f"data set {cfg['data'].get('dataset', 'fashion-mnist')}, model {cfg['model']['name']}"
+        f"data set {cfg['data'].get('dataset', 'fashion-mnist')}, "
+        f"model {cfg['model'].get('name', 'small-cnn')}"
         + (f", fixed weights {p.weight_init}" if p.weight_init else "")
         + f", train fraction {p.train_fraction:g}",
         f"graphs: {graphs}; settings: {', '.join(s.key for s in plan.settings)}; "

@@ -327,6 +327,7 @@ class Scheduler:
         self.chosen: dict[int, float] = {}
         self.failed: list[Finished] = []
         self.skipped = 0
+        self.announced = False  # the "resuming" line, before the first run that runs
         self.progress = Progress(plan.total_runs, self.write)
 
     # the queue: (cell index, 0 search / 1 final, order) -> table order, searches first
@@ -409,6 +410,9 @@ class Scheduler:
                     if state == "partial":
                         self.write(f"redoing half-written run {spec.path}")
                         shutil.rmtree(spec.path)
+                    if not self.announced and self.skipped:
+                        self.write(f"resuming: {self.skipped} runs already complete (skipped)")
+                    self.announced = True
                     self.executor.submit(spec)
                     self._collect()
                 if self.executor.running():
