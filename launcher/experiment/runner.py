@@ -185,7 +185,7 @@ class InParent:
 
 class Subprocesses:
     """Runs each run as `mcepl launch` (networked, or --inprocess), up to `jobs` at a time, each
-    in its own session so a stop reaches its nodes too."""
+    in its own session, interrupted when this process dies (`child.py`)."""
 
     def __init__(self, jobs: int, networked: bool) -> None:
         self.jobs, self.networked = jobs, networked
@@ -217,7 +217,8 @@ class Subprocesses:
             ports = range(base, base + topo.num_nodes)
         (spec.path / "config.toml").write_text(dump_toml(spec.config))
         save_topology(topo, spec.path / "topology.json")
-        cmd = [sys.executable, "-m", "mcepl.launcher.cli", "launch", "--quiet",
+        cmd = [sys.executable, "-m", "mcepl.launcher.experiment.child", str(os.getpid()),
+               "launch", "--quiet",
                "--config", str(spec.path / "config.toml"),
                "--topology", str(spec.path / "topology.json"), "--out", str(spec.path),
                "--mask-snapshots", spec.snapshots]
@@ -225,8 +226,8 @@ class Subprocesses:
             cmd.append("--inprocess")
         log = open(spec.path / "launch.log", "w")  # noqa: SIM115 - closed when it ends
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ,
-                                                             "PYTHONUNBUFFERED": "1"})
+                                start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs[proc] = (spec, time.perf_counter(), log)
         if ports is not None:
             self.ports[proc] = ports
