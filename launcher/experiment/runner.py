@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mcepl.config import dump_toml
-from mcepl.topology import save_topology, with_transport
+from mcepl.topology import save_topology
 
 from .plan import Cell, ExperimentError, Plan, RunSpec, lr_text
 
@@ -190,47 +190,27 @@ class Subprocesses:
     def __init__(self, jobs: int, networked: bool) -> None:
         self.jobs, self.networked = jobs, networked
         self.procs: dict[subprocess.Popen, tuple[RunSpec, float, IO[str]]] = {}
-        self.ports: dict[subprocess.Popen, range] = {}
 
     def free(self) -> bool:
         return len(self.procs) < self.jobs
 
-    def _ports(self, n: int) -> int:
-        """A base port whose n ports are free now and not given to a running run of ours."""
-        from mcepl.launcher.resolve import DEFAULT_BASE_PORT, free_base_port
-
-        start = DEFAULT_BASE_PORT
-        while True:
-            base = free_base_port(n, start)
-            clash = [r for r in self.ports.values() if base < r.stop and r.start < base + n]
-            if not clash:
-                return base
-            start = max(r.stop for r in clash)
-
     def submit(self, spec: RunSpec) -> None:
         spec.path.mkdir(parents=True, exist_ok=True)
-        topo = spec.topology
-        ports = None
-        if self.networked:
-            base = self._ports(topo.num_nodes)
-            topo = with_transport(topo, "tcp", base_port=base)
-            ports = range(base, base + topo.num_nodes)
         (spec.path / "config.toml").write_text(dump_toml(spec.config))
-        save_topology(topo, spec.path / "topology.json")
+        save_topology(spec.topology, spec.path / "topology.json")
         cmd = [sys.executable, "-m", "mcepl.launcher.experiment.child", str(os.getpid()),
                "launch", "--quiet",
                "--config", str(spec.path / "config.toml"),
                "--topology", str(spec.path / "topology.json"), "--out", str(spec.path),
                "--mask-snapshots", spec.snapshots]
-        if not self.networked:
-            cmd.append("--inprocess")
+        # networked: the launcher picks and holds free ports itself (--transport tcp), so runs
+        # at once never collide; links are encrypted as by default
+        cmd += ["--transport", "tcp"] if self.networked else ["--inprocess"]
         log = open(spec.path / "launch.log", "w")  # noqa: SIM115 - closed when it ends
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs[proc] = (spec, time.perf_counter(), log)
-        if ports is not None:
-            self.ports[proc] = ports
 
     def poll(self) -> list[Finished]:
         out = []
@@ -239,7 +219,6 @@ class Subprocesses:
             if code is None:
                 continue
             spec, t0, log = self.procs.pop(proc)
-            self.ports.pop(proc, None)
             log.close()
             err = "" if code == 0 else f"exit {code}: {last_line(spec.path / 'launch.log')}"
             out.append(Finished(spec, code == 0, err, time.perf_counter() - t0))
@@ -263,7 +242,6 @@ class Subprocesses:
         for _spec, _t0, log in self.procs.values():
             log.close()
         self.procs.clear()
-        self.ports.clear()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
