@@ -279,6 +279,20 @@ def test_verdict_logic() -> None:
         check("~", [1.0, 2.0], 0)
 
 
+def test_lr_grid_overrides(tmp_path: Path, tiny_reference: Path) -> None:
+    def grids(*specs: str) -> dict[str, tuple[float, ...]]:
+        plan = build_plan(Options(preset="table1", out=tmp_path, reference_dir=tiny_reference,
+                                  c=(3,), lr_grid=specs))
+        return {c.row.label: c.grid for c in plan.cells}
+
+    assert grids()["dsgd"] == PAPER_LR_GRID and grids()["mcepl r=0.3"] == MASK_LR_GRID
+    g = grids("1,0.1", "mcepl=10", "dsgd=0.5,0.5", "ind-mask r=0.5=2")
+    assert g["mcepl r=0.3"] == g["mcepl r=0.5"] == (10.0,)  # a method: all its rows
+    assert g["dsgd"] == (0.5,) and g["fedavg"] == (1.0, 0.1)  # duplicates dropped
+    assert g["ind-mask r=0.5"] == (2.0,) and g["ind-mask r=0.3"] == (1.0, 0.1)  # one row
+    assert grids("mcepl=10", "1")["mcepl r=0.3"] == (1.0,)  # the later one wins
+
+
 def test_choose_lr_uses_validation_scores_only(tmp_path: Path, tiny_reference: Path) -> None:
     plan = build_plan(Options(preset="table2", out=tmp_path, reference_dir=tiny_reference,
                               methods=("mcepl",), lr_grid=("10,1,0.1",)))

@@ -275,10 +275,10 @@ def parse_lr_grids(specs: Sequence[str], rows: Sequence[Row]) -> dict[str, tuple
             grid.append(lr)
         grid = list(dict.fromkeys(grid))
         if sep:
-            out[who] = tuple(grid)
             for r in rows:  # a method's grid replaces what an earlier "every method" gave it
                 if who == r.method:
                     out.pop(r.label, None)
+            out[who] = tuple(grid)
         else:
             for r in rows:
                 out[r.label] = tuple(grid)
