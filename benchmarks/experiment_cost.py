@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir))
         train_s = eval_s = 0.0
         node_rounds = 0
+        per_setting: dict[str, list[float]] = {}  # setting -> [runs, train s, eval s]
         for cell in plan.cells:
             spec = cell.searches[0] if cell.searches else plan.spec(cell, "final", 1.0, 0)
             key = kind_of(spec)
@@ -122,14 +123,24 @@ def main(argv: list[str] | None = None) -> int:
             val_s = per_image * sum(round(plan.opts.val_fraction * n) for n in trains)
             s_round = measured[key]
             ns = len(cell.searches)
-            train_s += s_round * (ns * plan.search_rounds + args.seeds * plan.rounds)
-            eval_s += (ns * n_evals(plan.search_rounds, plan.search_eval_every)
-                       * (test_s + val_s)
-                       + args.seeds * n_evals(plan.rounds, plan.eval_every) * test_s)
+            cell_train = s_round * (ns * plan.search_rounds + args.seeds * plan.rounds)
+            cell_eval = (ns * n_evals(plan.search_rounds, plan.search_eval_every)
+                         * (test_s + val_s)
+                         + args.seeds * n_evals(plan.rounds, plan.eval_every) * test_s)
+            train_s += cell_train
+            eval_s += cell_eval
             node_rounds += key[3] * (ns * plan.search_rounds + args.seeds * plan.rounds)
+            acc = per_setting.setdefault(cell.setting.key, [0, 0.0, 0.0])
+            acc[0] += ns + args.seeds
+            acc[1] += cell_train
+            acc[2] += cell_eval
         cost_md.append(f"| {name} | {plan.total_runs} | {node_rounds:,} | {train_s / 3600:.1f} "
                        f"| {eval_s / 3600:.1f} | {(train_s + eval_s) / 3600:.1f} |")
         print(cost_md[-1], flush=True)
+        if len(per_setting) > 1:
+            for setting, (runs, tr, ev) in per_setting.items():
+                cost_md.append(f"| {name} {setting} | {runs} | | {tr / 3600:.1f} | "
+                               f"{ev / 3600:.1f} | {(tr + ev) / 3600:.1f} |")
     text = (f"model {args.model}, {args.rounds} measured rounds per kind, {args.seeds} seeds, "
             "default learning-rate grids, 400 rounds (search and final)\n\n"
             + "\n".join(kinds_md) + "\n\nEvaluation: "
