@@ -49,20 +49,23 @@ class InProcessResult:
 
 
 def run_inprocess(cfg: Config, topo: Topology, *, run_id: str | None = None,
-                  on_round: RoundCallback | None = None) -> InProcessResult:
+                  on_round: RoundCallback | None = None,
+                  on_ready: Callable[[], None] | None = None) -> InProcessResult:
     """Train every node of `topo` for `cfg.run.rounds` rounds; one record per node per round.
 
+    `on_ready()` is called once every node is built (data loaded, models and algorithms made:
+    a user model or data set that does not fit has raised by then), before round 0;
     `on_round(rnd, records)` gets each round's records in JSON form as the round ends."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.run.threads_per_node)  # as each node process does
     try:
-        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round)
+        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round, on_ready)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: Config, topo: Topology, run_id: str,
-         on_round: RoundCallback | None) -> InProcessResult:
+def _run(cfg: Config, topo: Topology, run_id: str, on_round: RoundCallback | None,
+         on_ready: Callable[[], None] | None) -> InProcessResult:
     t_start = time.perf_counter()
     shards = all_shards(cfg, topo)
     cores: list[RoundCore] = []
@@ -70,6 +73,8 @@ def _run(cfg: Config, topo: Topology, run_id: str,
         algo = build_algorithm(cfg, topo, n.id, shards[n.id])
         links = PeerLinks(n.id, topo.neighbors(n.id), run_id, cfg.run.codec)
         cores.append(RoundCore(n.id, algo, links, build_evaluator(cfg, shards[n.id])))
+    if on_ready is not None:
+        on_ready()
     result = InProcessResult(algorithms=[c.algo for c in cores])
     for rnd in range(cfg.run.rounds + 1):
         for core in cores:

@@ -23,6 +23,7 @@ from .partition import (
     read_label_assignment,
 )
 from .shard import PARTITIONS, Shard, build_shards, compute_partition, load_all_shards, load_shard
+from .userdata import arrays_digest, load_user_dataset
 
 __all__ = [
     "KNOWN_DATASETS",
@@ -33,6 +34,7 @@ __all__ = [
     "DatasetNotFoundError",
     "NodeIndices",
     "Shard",
+    "arrays_digest",
     "assign_labels",
     "build_shards",
     "candidate_dirs",
@@ -42,6 +44,7 @@ __all__ = [
     "load_dataset",
     "load_fashion_mnist",
     "load_shard",
+    "load_user_dataset",
     "partition_by_labels",
     "partition_dirichlet",
     "partition_iid",

@@ -33,7 +33,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from mcepl.registry import DATASETS
+from mcepl.userload import is_import_path
 
 __all__ = [
     "CIFAR10_MD5",
@@ -118,7 +119,9 @@ class DatasetFormatError(DatasetError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A whole data set in memory as raw uint8 images (N, C, H, W) and int64 labels."""
+    """A whole data set in memory: inputs (N, C, H, W), raw uint8 images for the built-ins
+    (a user's loader may give float32, used as given), and int64 labels. `digest`: the user
+    data set's `userdata.arrays_digest` (None for the built-ins)."""
 
     name: str
     train_x: np.ndarray
@@ -126,7 +129,8 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
+    digest: str | None = None
 
 
 def to_tensor(x: np.ndarray) -> torch.Tensor:
@@ -524,8 +528,15 @@ def dataset_classes(name: str) -> int | None:
 
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
-                 download: bool = True) -> Dataset:
-    """Load a data set by name ("fashion-mnist" or "cifar10") into memory as uint8 arrays."""
+                 download: bool = True, python_path: Sequence[str] = (),
+                 expected_digest: str | None = None) -> Dataset:
+    """Load a data set into memory: a built-in by name ("fashion-mnist", "cifar10") as uint8
+    arrays, or the user's ``package.module:loader`` (`userdata.load_user_dataset`: imported
+    with `python_path`, checked, refused if its digest is not `expected_digest`)."""
+    if is_import_path(name):
+        from .userdata import load_user_dataset
+
+        return load_user_dataset(name, root, python_path, expected_digest)
     try:
         loader = KNOWN_DATASETS[name]
     except KeyError:

@@ -36,7 +36,7 @@ PARTITIONS.add("iid", partition_iid)
 
 @dataclass
 class Shard:
-    """One node's data: images float32 (N, C, H, W) in [-1, 1], labels int64."""
+    """One node's data: inputs float32 (N, C, H, W), images in [-1, 1], labels int64."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -44,7 +44,8 @@ class Shard:
     test_y: torch.Tensor
     labels: list[int]
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
+    digest: str | None = None  # the user data set's digest (None for the built-ins)
 
 
 def compute_partition(
@@ -85,15 +86,24 @@ def compute_partition(
     return parts, [sorted(int(v) for v in np.unique(ds.train_y[p.train])) for p in parts]
 
 
+def _inputs(x: np.ndarray) -> torch.Tensor:
+    """uint8 images normalised as the built-ins (`to_tensor`); floats (a user's data set) as
+    given, in float32."""
+    if x.dtype == np.uint8:
+        return to_tensor(x)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def _make_shard(ds: Dataset, part: NodeIndices, labels: list[int]) -> Shard:
     return Shard(
-        train_x=to_tensor(ds.train_x[part.train]),
+        train_x=_inputs(ds.train_x[part.train]),
         train_y=torch.from_numpy(ds.train_y[part.train].astype(np.int64)),
-        test_x=to_tensor(ds.test_x[part.test]),
+        test_x=_inputs(ds.test_x[part.test]),
         test_y=torch.from_numpy(ds.test_y[part.test].astype(np.int64)),
         labels=list(labels),
         num_classes=ds.num_classes,
         input_shape=ds.input_shape,
+        digest=ds.digest,
     )
 
 
@@ -128,12 +138,15 @@ def load_shard(
     train_fraction: float = 1.0,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
+    python_path: Sequence[str] = (),
+    expected_digest: str | None = None,
 ) -> Shard:
     """This node's shard: load the data set, partition it from the seed, keep only our slice."""
     _check_node(node_id, num_nodes)
     if partition not in PARTITIONS:  # fail before the (slow) data set load
         raise ValueError(f"unknown partition {partition!r}; choices: {list(PARTITIONS)}")
-    ds = load_dataset(dataset, root=root, download=download)
+    ds = load_dataset(dataset, root=root, download=download, python_path=python_path,
+                      expected_digest=expected_digest)
     return build_shards(ds, num_nodes, seed, partition, labels_per_node, assignment, alpha,
                         train_fraction, node_ids=[node_id])[0]
 
@@ -149,10 +162,13 @@ def load_all_shards(
     train_fraction: float = 1.0,
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
+    python_path: Sequence[str] = (),
+    expected_digest: str | None = None,
 ) -> list[Shard]:
     """Every node's shard from one load of the data set (same result as load_shard per node)."""
     if partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; choices: {list(PARTITIONS)}")
-    ds = load_dataset(dataset, root=root, download=download)
+    ds = load_dataset(dataset, root=root, download=download, python_path=python_path,
+                      expected_digest=expected_digest)
     return build_shards(ds, num_nodes, seed, partition, labels_per_node, assignment, alpha,
                         train_fraction)

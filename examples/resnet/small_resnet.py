@@ -1,0 +1,57 @@
+"""A small ResNet for MCE-PL, defined outside the mcepl package.
+
+mcepl imports it from the config (``[model] name = "small_resnet:resnet8"``) in every node
+process and calls ``resnet8(input_shape, num_classes)`` with the same seed everywhere, so every
+node builds the same fixed random weights; each node then learns its own binary mask over the
+masked layers (by default every conv and linear weight here: 8 convs and the classifier).
+
+ResNet-8 (He et al. 2016, the CIFAR variant): a 3x3 stem, three stages of one basic block each
+(16, 32, 64 channels, the last two halving the resolution), global average pooling, one linear
+layer. BatchNorm is non-affine, as in the supermask literature: a learned scale and shift would
+be fixed at 1 and 0 anyway (only masked weights learn), and its running statistics are each
+node's own (they are kept in the node's checkpoint).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout, affine=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, affine=False)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout, affine=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width, affine=False), nn.ReLU())
+        self.layer1 = BasicBlock(width, width, 1)
+        self.layer2 = BasicBlock(width, 2 * width, 2)
+        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet8(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The factory mcepl calls: any C x H x W input, `num_classes` logits."""
+    return SmallResNet(input_shape[0], num_classes)
