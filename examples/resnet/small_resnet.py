@@ -1,15 +1,9 @@
-"""A small ResNet for MCE-PL, defined outside the mcepl package.
+"""ResNet-8 (He et al. 2016, the CIFAR variant) for MCE-PL, defined outside the mcepl package.
 
-mcepl imports it from the config (``[model] name = "small_resnet:resnet8"``) in every node
-process and calls ``resnet8(input_shape, num_classes)`` with the same seed everywhere, so every
-node builds the same fixed random weights; each node then learns its own binary mask over the
-masked layers (by default every conv and linear weight here: 8 convs and the classifier).
-
-ResNet-8 (He et al. 2016, the CIFAR variant): a 3x3 stem, three stages of one basic block each
-(16, 32, 64 channels, the last two halving the resolution), global average pooling, one linear
-layer. BatchNorm is non-affine, as in the supermask literature: a learned scale and shift would
-be fixed at 1 and 0 anyway (only masked weights learn), and its running statistics are each
-node's own (they are kept in the node's checkpoint).
+A 3x3 stem, three stages of one basic block (16, 32, 64 channels), global average pooling, one
+linear layer. BatchNorm is non-affine, as in the supermask literature: only masked weights learn,
+so a scale and shift would stay at 1 and 0 anyway. Its running statistics are each node's own
+(a node's checkpoint keeps them).
 """
 
 from __future__ import annotations
