@@ -175,6 +175,22 @@ def test_config_checks_the_form_but_imports_nothing() -> None:
         config_from_dict({"data": {"dataset": "imagenet"}})
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the report of a run without data
+def test_the_collector_never_imports_user_code(tmp_path: Path) -> None:
+    """`mcepl collect` reads a config naming user code without importing it (it never builds
+    a model or loads data): here the module would raise if imported."""
+    (tmp_path / "mcepl_user_never.py").write_text("raise SystemExit('imported!')\n")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[model]\nname = "mcepl_user_never:net"\n[data]\n'
+                   'dataset = "mcepl_user_never:data"\n[run]\npython_path = ["."]\n')
+    save_topology(generate("ring", 3), tmp_path / "topo.json")
+    code = main(["collect", "--topology", str(tmp_path / "topo.json"), "--config", str(cfg),
+                 "--bind", f"ipc://{tmp_path}/collector.sock", "--out", str(tmp_path / "run"),
+                 "--timeout", "0.5"])
+    assert code == 1  # gave up waiting for nodes; no import, no error about the config
+    assert "mcepl_user_never" not in sys.modules
+
+
 def test_hash_covers_the_names_and_the_masked_layers_but_not_where_the_code_lies() -> None:
     base = config_from_dict({"model": {"name": "pkg.a:net"}})
     assert base.hash() != config_from_dict({"model": {"name": "pkg.b:net"}}).hash()
