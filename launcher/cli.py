@@ -34,7 +34,8 @@ def _add_common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="training rounds (iterations)")
     p.add_argument("--algorithm", help=f"algorithm name: {', '.join(ALGORITHMS)}")
     p.add_argument("--dataset", help=f"{', '.join(DATASETS)}, or your own loader as "
-                                     "package.module:loader (see README, Your own model and data)")
+                                     "package.module:loader (README: Your own model and data "
+                                     "set)")
     p.add_argument("--data-dir", help="directory holding the data set files (data.root; a "
                                       "user loader is given it)")
     p.add_argument("--model", help=f"{', '.join(MODELS)}, or your own factory as "
