@@ -186,7 +186,7 @@ def test_the_collector_never_imports_user_code(tmp_path: Path) -> None:
     save_topology(generate("ring", 3), tmp_path / "topo.json")
     code = main(["collect", "--topology", str(tmp_path / "topo.json"), "--config", str(cfg),
                  "--bind", f"ipc://{tmp_path}/collector.sock", "--out", str(tmp_path / "run"),
-                 "--timeout", "0.5"])
+                 "--timeout", "0.5", "--insecure"])
     assert code == 1  # gave up waiting for nodes; no import, no error about the config
     assert "mcepl_user_never" not in sys.modules
 
@@ -462,7 +462,8 @@ def test_mcepl_node_alone_exits_2(case: str, code_dir: Path, tmp_path: Path) -> 
     save_topology(generate("ring", 3, retention=0.5, transport="ipc", ipc_dir=tmp_path), topo)
     proc = subprocess.run([sys.executable, "-m", "mcepl.launcher.cli", "node", "--topology",
                            str(topo), "--config", str(cfg), "--id", "1", "--checkpoint-dir",
-                           str(tmp_path / "ck")], capture_output=True, text=True, timeout=300,
+                           str(tmp_path / "ck"), "--insecure"], capture_output=True, text=True,
+                          timeout=300,
                           cwd="/")
     assert proc.returncode == 2, proc.stderr
     _one_line(proc.stderr, message)
