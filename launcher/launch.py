@@ -22,6 +22,7 @@ from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import default_run_id, node_shard
+from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
 from mcepl.topology import Topology
 from mcepl.topology.keys import generate_keys, key_paths
 
@@ -101,7 +102,9 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
     run_id = run_id or default_run_id(cfg, topo)
     preflight(cfg, topo)
     collector = Collector(run_dir, run_id, topo.num_nodes, observer=observer)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
+    threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+           LOCAL_NODES_ENV: str(topo.num_nodes)}
     procs: list[subprocess.Popen] = []
     logs = []
     t0 = time.perf_counter()

@@ -60,8 +60,8 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 25
     device: str = "cpu"
-    threads_per_node: int = 1
-    eval_batch_size: int = 1000
+    threads_per_node: int | str = "auto"  # "auto": the usable cores / nodes on this machine
+    eval_batch_size: int | str = "auto"  # "auto": 256 on a CPU, 2048 on a GPU
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
     checkpoint: bool = True  # each node writes its state after every round (for --resume)
@@ -206,12 +206,15 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,
-        "run.threads_per_node": run.threads_per_node, "run.eval_batch_size": run.eval_batch_size,
         "run.round_timeout_s": run.round_timeout_s, "run.connect_timeout_s": run.connect_timeout_s,
     }
     for key, val in positive.items():
         if val <= 0:
             raise ConfigError(f"{source}: {key}: must be > 0, got {val}")
+    for key, val in {"run.threads_per_node": run.threads_per_node,
+                     "run.eval_batch_size": run.eval_batch_size}.items():
+        if isinstance(val, str) and val != "auto" or isinstance(val, int) and val <= 0:
+            raise ConfigError(f'{source}: {key}: must be a positive int or "auto", got {val!r}')
     if not 0.0 < data.train_fraction <= 1.0:
         raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
                           f"got {data.train_fraction}")

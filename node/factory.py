@@ -65,8 +65,9 @@ def resolve_device(name: str) -> torch.device:
 
 def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
     """The node's own full test set, evaluated on the configured rounds and device."""
-    return Evaluator(shard.test_x, shard.test_y, every=cfg.run.eval_every, rounds=cfg.run.rounds,
-                     batch_size=cfg.run.eval_batch_size, device=resolve_device(cfg.run.device))
+    device = resolve_device(cfg.run.device)
+    return Evaluator(shard.test_x.to(device), shard.test_y.to(device), every=cfg.run.eval_every,
+                     rounds=cfg.run.rounds, batch_size=cfg.run.eval_batch_size, device=device)
 
 
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
@@ -75,7 +76,7 @@ def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> 
     module = build_model(cfg.model.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
                          weight_init=cfg.model.weight_init, logit_elu=cfg.model.logit_elu)
     model = MaskedModel(module).to(device)
-    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
+    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard.to(device), model=model,
                       total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
     cls = ALGORITHMS[cfg.algorithm.name]
     # each node its own copy: an algorithm may keep state in its params, nodes never share it

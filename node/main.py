@@ -13,6 +13,7 @@ from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
 from mcepl.node.factory import build_algorithm, build_evaluator, default_run_id, node_shard
 from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
+from mcepl.node.threads import resolve_threads
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
 from mcepl.topology.keys import KeyFileError
@@ -85,7 +86,7 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure."""
     from mcepl.protocol import encode_control
 
-    torch.set_num_threads(cfg.run.threads_per_node)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node))
     spec = topo.node(node_id)
     peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
     sockets = None

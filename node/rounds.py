@@ -40,11 +40,11 @@ class RoundError(RuntimeError):
 class Evaluator:
     """The node's own test set and when to evaluate on it (round 0, every `every`, the last)."""
 
-    x: torch.Tensor
+    x: Any  # the shard's Images (uint8, normalised per batch) or a float tensor
     y: torch.Tensor
     every: int
     rounds: int
-    batch_size: int = 1000
+    batch_size: int | str = "auto"  # see mcepl.node.evaluation.eval_batch_size
     device: torch.device | str = "cpu"
 
     def due(self, rnd: int) -> bool:

@@ -117,7 +117,7 @@ def key_volume(i: int) -> str:
 
 def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFAULT_IMAGE,
                  build: str | None = ".", data_source: str = f"{HOST_DATASETS_DIR}/fashion-mnist",
-                 results: str = "./results", threads: int = 1, keys: str = "init"
+                 results: str = "./results", threads: int | str = 1, keys: str = "init"
                  ) -> dict[str, Any]:
     """The compose document for a container topology (as made by :func:`container_topology`).
 
@@ -174,7 +174,10 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
             "image": image,
             "command": command,
             "depends_on": depends,
-            "environment": {"MCEPL_DATA": CONTAINER_DATA_DIR, "OMP_NUM_THREADS": str(threads)},
+            "environment": {"MCEPL_DATA": CONTAINER_DATA_DIR,
+                            # "auto" threads: each node's share of the host's cores
+                            **({"OMP_NUM_THREADS": str(threads)} if isinstance(threads, int)
+                               else {"MCEPL_LOCAL_NODES": str(topo.num_nodes)})},
             "init": True,
             "networks": [NETWORK],
             "volumes": volumes,
