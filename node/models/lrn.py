@@ -81,7 +81,7 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
 
 
 class FastLocalResponseNorm(nn.LocalResponseNorm):
-    """``nn.LocalResponseNorm`` (same arguments, same repr, no parameters) computed fast."""
+    """``nn.LocalResponseNorm`` (same arguments and attributes, no parameters) computed fast."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
