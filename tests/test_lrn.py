@@ -1,4 +1,5 @@
-"""The fast LocalResponseNorm (node/models/lrn.py) against torch's own, forward and backward."""
+"""The fast LocalResponseNorm and evaluation max-pool (node/models/lrn.py, pool.py) against
+torch's own layers: forward bit-identical, LRN backward to float tolerance."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from mcepl.node.models import AlexNet
 from mcepl.node.models.lrn import FastLocalResponseNorm, local_response_norm
+from mcepl.node.models.pool import FastMaxPool2d
 
 CASES = [  # shape, size, alpha, beta, k
     ((4, 64, 10, 10), 4, 2e-5, 0.75, 1.0),  # AlexNet's first LRN
@@ -62,7 +64,7 @@ def test_module_is_a_local_response_norm_and_alexnet_uses_it() -> None:
     assert not list(m.parameters())
     fast = AlexNet()
     assert sum(isinstance(x, FastLocalResponseNorm) for x in fast.modules()) == 3
-    slow = AlexNet(fast_lrn=False)
+    slow = AlexNet(fast_layers=False)
     assert not any(isinstance(x, FastLocalResponseNorm) for x in slow.modules())
     slow.load_state_dict(fast.state_dict())
     x = torch.randn(4, 3, 32, 32)
@@ -75,3 +77,33 @@ def test_rejects_two_dimensional_input_and_passes_empty() -> None:
         local_response_norm(torch.zeros(2, 3), 2)
     empty = torch.zeros(0, 4, 2, 2)
     assert local_response_norm(empty, 2).shape == empty.shape
+
+
+# --------------------------------------------------------------------------- max-pooling
+
+
+@pytest.mark.parametrize("shape,k,s", [((3, 8, 30, 30), 3, 2), ((2, 4, 12, 12), 3, 2),
+                                       ((2, 4, 7, 9), 2, 2), ((5, 6, 6), 3, 1),
+                                       ((2, 3, 4, 4), (2, 3), (1, 2))])
+def test_fast_max_pool_evaluation_is_bit_identical(shape, k, s) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen)
+    x.view(-1)[::7] = 0.5  # ties
+    x.view(-1)[::11] = float("nan")
+    x.view(-1)[5] = float("-inf")
+    pool = FastMaxPool2d(k, s)
+    with torch.inference_mode():
+        fast = pool(x)
+    assert torch.equal(fast.isnan(), F.max_pool2d(x, k, s).isnan())
+    assert torch.equal(torch.nan_to_num(fast, 9.0), torch.nan_to_num(F.max_pool2d(x, k, s), 9.0))
+
+
+def test_fast_max_pool_training_is_torch_own() -> None:
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    FastMaxPool2d(3, 2)(x).sum().backward()
+    nn.MaxPool2d(3, 2)(x2).sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+    padded = FastMaxPool2d(3, 2, padding=1)  # not the fast path: torch's, same result
+    with torch.inference_mode():
+        assert torch.equal(padded(x.detach()), F.max_pool2d(x.detach(), 3, 2, 1))

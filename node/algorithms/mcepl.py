@@ -26,6 +26,7 @@ from mcepl.node.algorithms.base import (
     expect_tensors,
     register_algorithm,
 )
+from mcepl.node.batching import activation_bytes_per_sample, micro_batch_size, split
 from mcepl.node.models import kaiming_uniform_like
 from mcepl.protocol.payload import Payload
 
@@ -44,6 +45,7 @@ class MaskParams:
     fil_threshold: int = 0  # τ of Fil; 0 = off (authors' compiled code: 20)
     linear_retention: float | None = None  # None = r_i on every layer (code: 0.9 on linear)
     init_neighbor_masks: str = "thres"  # "thres": exchange Thres(|z0|) first; "shared-random"
+    micro_batch: int | str = "auto"  # samples per forward/backward piece (mcepl.node.batching)
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -58,20 +60,43 @@ class MaskParams:
             raise ValueError(f"fil_threshold: must be >= 0, got {self.fil_threshold}")
         if self.linear_retention is not None and not 0 < self.linear_retention <= 1:
             raise ValueError(f"linear_retention: must be in (0, 1], got {self.linear_retention}")
+        if isinstance(self.micro_batch, str) and self.micro_batch != "auto" or \
+                isinstance(self.micro_batch, int) and self.micro_batch <= 0:
+            raise ValueError(f'micro_batch: must be a positive int or "auto", '
+                             f"got {self.micro_batch!r}")
         if self.init_neighbor_masks not in INIT_NEIGHBOR_MASKS:
             raise ValueError(f"init_neighbor_masks: {self.init_neighbor_masks!r} is not one of "
                              f"{', '.join(INIT_NEIGHBOR_MASKS)}")
 
 
 def masked_loss_grads(ctx: NodeContext, masks: dict[str, torch.Tensor], x: torch.Tensor,
-                      y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
-    """Cross-entropy of the model v = w ⊙ m on (x, y), and dL/dv for every masked layer."""
+                      y: torch.Tensor,
+                      micro_batch: int | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """Cross-entropy of the model v = w ⊙ m on (x, y), and dL/dv for every masked layer.
+
+    With `micro_batch` < len(y) the batch goes through in pieces (bounded memory) whose summed
+    losses and gradients make the same mean, up to float rounding.
+    """
     model = ctx.model
     v = {n: t.detach().requires_grad_(True) for n, t in model.masked_weights(masks).items()}
     model.module.train()
-    loss = F.cross_entropy(model.forward(x, v), y)
-    grads = torch.autograd.grad(loss, list(v.values()))
-    return float(loss.detach()), dict(zip(v, grads, strict=True))
+    n = len(y)
+    if micro_batch is None or micro_batch >= n:
+        loss = F.cross_entropy(model.forward(x, v), y)
+        grads = torch.autograd.grad(loss, list(v.values()))
+        return float(loss.detach()), dict(zip(v, grads, strict=True))
+    total = torch.zeros((), device=y.device)
+    acc: list[torch.Tensor] = []
+    for part in split(n, micro_batch):
+        loss = F.cross_entropy(model.forward(x[part], v), y[part], reduction="sum") / n
+        grads = torch.autograd.grad(loss, list(v.values()))
+        if acc:
+            for a, g in zip(acc, grads, strict=True):
+                a.add_(g)
+        else:
+            acc = list(grads)
+        total += loss.detach()
+    return float(total), dict(zip(v, acc, strict=True))
 
 
 @register_algorithm
@@ -95,6 +120,9 @@ class IndMask(Algorithm):
         self.g: dict[str, torch.Tensor] = {}
         self.sampler = MinibatchSampler(len(ctx.shard.train_y), params.batch_size,
                                         ctx.generator(purpose=2))
+        self.micro_batch = micro_batch_size(
+            params.micro_batch, self.sampler.batch,
+            activation_bytes_per_sample(model.module, ctx.shard.input_shape, dev), dev)
         self.last_loss: float | None = None
 
     def _retention(self, name: str) -> float:
@@ -116,7 +144,7 @@ class IndMask(Algorithm):
         idx = self.sampler.next()
         x = ctx.shard.train_x[idx].to(ctx.device)
         y = ctx.shard.train_y[idx].to(ctx.device)
-        loss, dl_dv = masked_loss_grads(ctx, self.m, x, y)
+        loss, dl_dv = masked_loss_grads(ctx, self.m, x, y, self.micro_batch)
         self.last_loss = loss
         for n in self.layers:
             z, tmp = self.z[n], self.scratch[n]
