@@ -37,8 +37,8 @@ def test_auto_sizes() -> None:
 
 
 def test_config_key(tiny_cfg) -> None:
-    assert tiny_cfg().algorithm.params["micro_batch"] == "auto"
-    assert tiny_cfg(algorithm={"micro_batch": 4}).algorithm.params["micro_batch"] == 4
+    assert tiny_cfg().algorithm.params.micro_batch == "auto"
+    assert tiny_cfg(algorithm={"micro_batch": 4}).algorithm.params.micro_batch == 4
     for bad in ("big", 0):
         with pytest.raises(ConfigError, match="micro_batch"):
             tiny_cfg(algorithm={"micro_batch": bad})
