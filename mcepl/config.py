@@ -61,7 +61,7 @@ class RunConfig:
     eval_every: int = 25
     device: str = "cpu"
     threads_per_node: int | str = "auto"  # "auto": the usable cores / nodes on this machine
-    eval_batch_size: int | str = "auto"  # "auto": 64 on a CPU, 2048 on a GPU
+    eval_batch_size: int | str = "auto"  # "auto": sized to the model on a CPU, 2048 on a GPU
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
     checkpoint: bool = True  # each node writes its state after every round (for --resume)
