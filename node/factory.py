@@ -73,6 +73,9 @@ def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
     """The node's algorithm object over the shared model built from the shared seed."""
     device = resolve_device(cfg.run.device)
+    if device.type == "cuda":  # no autotuned or nondeterministic kernels: both drivers agree
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     module = build_model(cfg.model.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
                          weight_init=cfg.model.weight_init, logit_elu=cfg.model.logit_elu)
     model = MaskedModel(module).to(device)
