@@ -70,3 +70,25 @@ def test_algorithm_picks_its_micro_batch(tiny_cfg) -> None:
     cfg = tiny_cfg(model={"name": "alexnet"}, algorithm={"batch_size": 60})
     algo = build_algorithm(cfg, topo, 0, all_shards(cfg, topo)[0])
     assert algo.micro_batch == 45  # AlexNet on 1x28x28: 0.73 MB per image
+
+
+def test_alexnet_network_equals_inprocess_with_micro_batches(tmp_path, tiny_cfg) -> None:
+    """The AlexNet paths this issue changed (fast LRN and pool, micro-batches, thread choice)
+    give every per-node number identically in real node processes and in process."""
+    import json
+
+    from mcepl.launcher.launch import launch
+    from mcepl.node.inprocess import run_inprocess
+
+    cfg = tiny_cfg(model={"name": "alexnet"}, algorithm={"micro_batch": 6},
+                   run={"rounds": 2, "eval_every": 1})
+    topo = generate("ring", 3, retention=[0.5, 0.3, 0.2], transport="ipc", ipc_dir=tmp_path)
+    launch(cfg, topo, tmp_path / "run", quiet=True)
+    net = {(r["round"], r["node"]): r for r in map(
+        json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())}
+    ref = {(r["round"], r["node"]): r for r in run_inprocess(cfg, topo).records}
+    assert net.keys() == ref.keys() == {(k, i) for k in range(3) for i in range(3)}
+    for k, r in ref.items():
+        for field in ("train_loss", "test_acc", "density", "bytes_sent", "bytes_received"):
+            if field in r:
+                assert net[k][field] == r[field], (k, field)
