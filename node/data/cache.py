@@ -276,7 +276,7 @@ def open_dataset(name: str, root: str | os.PathLike[str] | None = None, download
         lock.close()
 
 
-def take_rows(arr: np.ndarray, idx: np.ndarray, window_bytes: int = 16 << 20) -> np.ndarray:
+def take_rows(arr: np.ndarray, idx: np.ndarray, window_bytes: int = 4 << 20) -> np.ndarray:
     """``arr[idx]`` as a new in-memory array.
 
     For an array memory-mapped from a file (the cache), the rows are read from the file in
