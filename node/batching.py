@@ -4,7 +4,7 @@ A node's peak memory is set by its forward/backward pass: AlexNet on 3x32x32 ima
 1 MB of layer outputs per image, so a minibatch of 128 took ~400 MB at its peak, in each of the
 20 node processes. The gradient of a minibatch is the sum of its parts' gradients, so a CPU node
 computes it in micro-batches of at most ``ACTIVATION_BUDGET`` bytes of layer outputs (AlexNet:
-4 x 32 images, ~145 MB at the peak, same speed) and adds them up. The result is the same
+7 pieces of 18-19 images, ~95 MB at the peak) and adds them up. The result is the same
 gradient up to float rounding (the sums are taken in another order); a model whose whole
 minibatch fits the budget (the small CNN: 0.1 MB per image) runs it in one piece, bit for bit
 as before. On a GPU the default is one piece (memory is ample, big batches are fast).
@@ -24,8 +24,12 @@ __all__ = ["ACTIVATION_BUDGET", "AUTO", "activation_bytes_per_sample", "micro_ba
            "split"]
 
 AUTO = "auto"
-ACTIVATION_BUDGET = 32 << 20
-"""Bytes of layer outputs one micro-batch may produce on a CPU ("auto")."""
+ACTIVATION_BUDGET = 20 << 20
+"""Bytes of layer outputs one micro-batch may produce on a CPU ("auto"). AlexNet on 3x32x32
+(1.01 MB per image): 7 pieces of 18-19 images, ~+95 MB at the step's peak instead of +450 MB
+for 128 at once, CPU time within 5% (measured, one thread: pieces of 16 and 32 both 0.58 s per
+128 images, 128 at once 0.55 s). The small CNN (0.10 MB per image on 1x28x28, 0.15 MB on
+3x32x32) always runs a minibatch of 128 whole."""
 
 
 def activation_bytes_per_sample(module: nn.Module, input_shape: tuple[int, ...],

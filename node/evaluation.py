@@ -20,13 +20,14 @@ GPU_EVAL_BATCH = 2048
 def eval_batch_size(setting: int | str | None, device: torch.device | str = "cpu",
                     bytes_per_sample: int | None = None) -> int:
     """The evaluation batch size: `setting` itself, or for "auto" (and None) one that suits
-    the device: on a GPU GPU_EVAL_BATCH; on a CPU as many samples as produce
+    the device: on a GPU GPU_EVAL_BATCH; on a CPU as many samples as produce twice
     `ACTIVATION_BUDGET` bytes of layer outputs (`bytes_per_sample`, see
-    :mod:`mcepl.node.batching`), within 16..1024, or CPU_EVAL_BATCH when that is not given.
+    :mod:`mcepl.node.batching`; without autograd fewer of them are alive at once than in
+    training), within 16..1024, or CPU_EVAL_BATCH when that is not given.
 
-    On a CPU small batches are both faster and far lighter. AlexNet on 3x32x32 (about 33 images
-    per budget), one thread, CPU time per image and peak memory added by evaluation: batch 32
-    1.62 ms, +45 MB; 64: 1.62 ms, +85 MB; 1000 (the old default): 2.6 ms, +690 MB.
+    On a CPU small batches are both faster and far lighter. AlexNet on 3x32x32 (41 images),
+    one thread, CPU time per image and peak memory added by evaluation: batch 32 1.62 ms,
+    +45 MB; 64: 1.62 ms, +85 MB; 1000 (the old default): 2.6 ms, +690 MB.
     """
     if isinstance(setting, int) and not isinstance(setting, bool):
         if setting <= 0:
@@ -39,7 +40,7 @@ def eval_batch_size(setting: int | str | None, device: torch.device | str = "cpu
         return GPU_EVAL_BATCH
     if not bytes_per_sample:
         return CPU_EVAL_BATCH
-    return max(CPU_EVAL_MIN, min(CPU_EVAL_MAX, ACTIVATION_BUDGET // bytes_per_sample))
+    return max(CPU_EVAL_MIN, min(CPU_EVAL_MAX, 2 * ACTIVATION_BUDGET // bytes_per_sample))
 
 
 def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: Any, y: torch.Tensor,
