@@ -17,8 +17,9 @@ pickle layout, read by the normal loader and its decode cache) and then measures
   (c) `mcepl launch --inprocess` on the same configuration: images/s, peak RSS of its process;
   (d) one evaluation of all N nodes (each on its full local test set): seconds, the longest
       node's `eval_s` at the last round of (b) (the nodes evaluate at the same time); and, in one
-      process, the evaluation of `--eval-nodes` nodes done the old way (PyTorch's LRN, no_grad,
-      batches of 1000) against the new (fast LRN, inference_mode, batch "auto"): seconds.
+      process with one thread (as a node), the evaluation of `--eval-nodes` nodes done the old
+      way (PyTorch's LRN and max-pool, no_grad, batches of 1000) against the new (the fast
+      layers, inference_mode, batch "auto"): seconds, and whether the accuracies are equal.
 
 It also measures what a node process costs before it loads any data (Python + torch + mcepl
 imports, then the model built), checks that (b) and (c) produced the same per-node losses and
@@ -85,15 +86,17 @@ print(json.dumps(out))
 EVAL = r"""
 import json, sys, time, torch
 from torch import nn
+import mcepl.node.plugins  # noqa: F401 - fills the registries
 from mcepl.config import load_config
 from mcepl.topology import load_topology
-from mcepl.node.factory import all_shards, build_algorithm
-from mcepl.node.evaluation import accuracy
+from mcepl.node.factory import all_shards, build_algorithm, build_evaluator
 from mcepl.node.models.lrn import FastLocalResponseNorm
+from mcepl.node.models.pool import FastMaxPool2d
 cfg = load_config(sys.argv[1]); topo = load_topology(sys.argv[2]); k = int(sys.argv[3])
-torch.set_num_threads(int(sys.argv[4]))
+torch.set_num_threads(1)  # as each of the nodes
 shards = all_shards(cfg, topo)
 algos = [build_algorithm(cfg, topo, i, shards[i]) for i in range(k)]
+evals = [build_evaluator(cfg, shards[i]) for i in range(k)]
 def old_accuracy(predict, x, y, batch_size=1000):  # what evaluation.accuracy did before
     correct = 0
     with torch.no_grad():
@@ -101,22 +104,28 @@ def old_accuracy(predict, x, y, batch_size=1000):  # what evaluation.accuracy di
             pred = predict(x[s:s + batch_size]).argmax(dim=1)
             correct += int((pred == y[s:s + batch_size]).sum())
     return correct / len(y)
-def set_lrn(a, fast):
+def set_layers(a, fast):  # PyTorch's LRN and max-pool, or the project's
     feats = a.ctx.model.module.features
     for i, m in enumerate(feats):
         if isinstance(m, nn.LocalResponseNorm):
             args = (m.size, m.alpha, m.beta, m.k)
             feats[i] = FastLocalResponseNorm(*args) if fast else nn.LocalResponseNorm(*args)
+        elif isinstance(m, nn.MaxPool2d):
+            args = (m.kernel_size, m.stride, m.padding)
+            feats[i] = FastMaxPool2d(*args) if fast else nn.MaxPool2d(*args)
 res = {"nodes": k, "images": sum(len(a.ctx.shard.test_y) for a in algos)}
 accs = {}
 for name, fast in (("old", False), ("new", True)):
     for a in algos:
-        set_lrn(a, fast)
+        set_layers(a, fast)
     t = time.perf_counter()
-    acc = accuracy if fast else old_accuracy
-    accs[name] = [acc(a.predict, a.ctx.shard.test_x, a.ctx.shard.test_y) for a in algos]
+    if fast:
+        accs[name] = [ev(a) for a, ev in zip(algos, evals)]
+    else:
+        accs[name] = [old_accuracy(a.predict, ev.x, ev.y) for a, ev in zip(algos, evals)]
     res[name + "_s"] = time.perf_counter() - t
 res["same_accuracy"] = accs["old"] == accs["new"]
+res["batch"] = evals[0].batch_size
 print(json.dumps(res))
 """
 
@@ -225,7 +234,8 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=10_000)
     ap.add_argument("--floor-steps", type=int, default=8, help="timed steps per LRN in (a)")
     ap.add_argument("--eval-nodes", type=int, default=4, help="nodes in the old/new eval (d)")
-    ap.add_argument("--skip-inprocess", action="store_true", help="leave out (c)")
+    ap.add_argument("--parts", default="abcd",
+                    help="which of (a) (b) (c) (d) to run, e.g. 'b' or 'ad' (default: all)")
     ap.add_argument("--out", type=Path, default=Path("runs/throughput"))
     ap.add_argument("--timeout", type=float, default=7200, help="per step, seconds")
     args = ap.parse_args()
@@ -265,19 +275,22 @@ def main() -> None:
     print("node process before data ...", flush=True)
     res["process_mb"] = {m: run_json(PROCESS_COST, m, s) for m, s in
                          (("small-cnn", "[1, 28, 28]"), ("alexnet", "[3, 32, 32]"))}
-    print("(a) compute floor ...", flush=True)
-    res["floor"] = run_json(FLOOR, str(cores), str(args.floor_steps))
-    print(f"(b) mcepl launch, {args.nodes} nodes, {args.rounds} rounds ...", flush=True)
-    net, _ = run_mcepl(args, out / "networked")
-    inp = None
-    if not args.skip_inprocess:
+    if "a" in args.parts:
+        print("(a) compute floor ...", flush=True)
+        res["floor"] = run_json(FLOOR, str(cores), str(args.floor_steps))
+    net = inp = None
+    if "b" in args.parts:
+        print(f"(b) mcepl launch, {args.nodes} nodes, {args.rounds} rounds ...", flush=True)
+        net, _ = run_mcepl(args, out / "networked")
+    if "c" in args.parts:
         print("(c) mcepl launch --inprocess ...", flush=True)
         inp, _ = run_mcepl(args, out / "inprocess", "--inprocess")
-    print(f"(d) evaluation of {args.eval_nodes} nodes, old and new, in one process ...",
-          flush=True)
-    res["eval"] = run_json(EVAL, str(out / "config.toml"), str(out / "topology.json"),
-                           str(min(args.eval_nodes, args.nodes)), str(cores))
-    if inp is not None:
+    if "d" in args.parts:
+        print(f"(d) evaluation of {args.eval_nodes} nodes, old and new, in one process ...",
+              flush=True)
+        res["eval"] = run_json(EVAL, str(out / "config.toml"), str(out / "topology.json"),
+                               str(min(args.eval_nodes, args.nodes)))
+    if net is not None and inp is not None:
         keys = ("train_loss", "test_acc", "density", "bytes_sent", "bytes_received")
         same = net["records"].keys() == inp["records"].keys() and all(
             net["records"][k].get(f) == inp["records"][k].get(f)
@@ -292,37 +305,40 @@ def main() -> None:
 
 
 def print_table(res: dict) -> None:
-    fl = res["floor"]
-    floor = fl["fast_lrn"]
-    net, inp, ev = res["networked"], res.get("inprocess"), res["eval"]
-    rows = [
-        ("(a) floor, torch LRN", f"{fl['torch_lrn']:.0f} img/s",
-         f"{fl['torch_lrn'] / floor:.2f}x"),
-        ("(a) floor, fast LRN", f"{floor:.0f} img/s", "1.00x"),
-        (f"(b) mcepl launch, {res['nodes']} nodes", f"{net['images_per_s']:.0f} img/s",
-         f"{net['images_per_s'] / floor:.2f}x"),
-    ]
+    fl, net, inp, ev = (res.get(k) for k in ("floor", "networked", "inprocess", "eval"))
+    floor = fl["fast_lrn"] if fl else None
+
+    def ratio(v: float) -> str:
+        return f"{v / floor:.2f}x" if floor else ""
+
+    rows = []
+    if fl:
+        rows += [("(a) floor, torch LRN", f"{fl['torch_lrn']:.0f} img/s", ratio(fl["torch_lrn"])),
+                 ("(a) floor, fast LRN", f"{floor:.0f} img/s", "1.00x")]
+    if net:
+        rows.append((f"(b) mcepl launch, {res['nodes']} nodes",
+                     f"{net['images_per_s']:.0f} img/s", ratio(net["images_per_s"])))
     if inp:
         rows.append(("(c) in-process driver", f"{inp['images_per_s']:.0f} img/s",
-                     f"{inp['images_per_s'] / floor:.2f}x"))
-    rows += [
-        (f"(b) summed peak RSS, {net['processes']} nodes", f"{net['sum_peak_rss_gb']:.2f} GB",
-         f"max node {net['max_peak_rss_mb']:.0f} MB"),
-        ("(b) summed PSS at its highest", f"{net['max_sum_pss_gb']:.2f} GB", ""),
-    ]
+                     ratio(inp["images_per_s"])))
+    if net:
+        rows += [(f"(b) summed peak RSS, {net['processes']} nodes",
+                  f"{net['sum_peak_rss_gb']:.2f} GB", f"max node {net['max_peak_rss_mb']:.0f} MB"),
+                 ("(b) summed PSS at its highest", f"{net['max_sum_pss_gb']:.2f} GB", "")]
     if inp:
         rows.append(("(c) in-process peak RSS", f"{inp['sum_peak_rss_gb']:.2f} GB", ""))
-    rows += [
-        (f"(d) eval of all {res['nodes']} nodes (networked)", f"{net['eval_last_s']:.1f} s",
-         f"{270 / net['eval_last_s']:.1f}x faster than 270 s"),
-        (f"(d) eval of {ev['nodes']} nodes in one process, old",
-         f"{ev['old_s']:.1f} s", f"{ev['images']} images"),
-        (f"(d) eval of {ev['nodes']} nodes in one process, new", f"{ev['new_s']:.1f} s",
-         f"{ev['old_s'] / ev['new_s']:.2f}x faster, same accuracy: {ev['same_accuracy']}"),
-    ]
+    if net:
+        rows.append((f"(d) eval of all {res['nodes']} nodes (networked)",
+                     f"{net['eval_last_s']:.1f} s",
+                     f"{270 / net['eval_last_s']:.1f}x faster than 270 s"))
+    if ev:
+        rows += [(f"(d) eval of {ev['nodes']} nodes, one thread, old (batch 1000)",
+                  f"{ev['old_s']:.1f} s", f"{ev['images']} images"),
+                 (f"(d) eval of {ev['nodes']} nodes, one thread, new (batch {ev['batch']})",
+                  f"{ev['new_s']:.1f} s",
+                  f"{ev['old_s'] / ev['new_s']:.2f}x faster, same accuracy: {ev['same_accuracy']}")]
     for m, d in res["process_mb"].items():
-        rows.append((f"node process before data ({m})",
-                     f"{d['model']['VmRSS']} MB RSS",
+        rows.append((f"node process before data ({m})", f"{d['model']['VmRSS']} MB RSS",
                      f"anon {d['model']['RssAnon']} MB, torch import {d['torch']['VmRSS']} MB"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{res['nodes']} nodes, {res['rounds']} rounds, {res['cores']} cores, load average "

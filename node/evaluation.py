@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from mcepl.node.batching import ACTIVATION_BUDGET
-
 AUTO = "auto"
 CPU_EVAL_BATCH = 64
 """Evaluation batch on a CPU when the model's activation size is unknown."""
 CPU_EVAL_MIN, CPU_EVAL_MAX = 16, 1024
+EVAL_BUDGET = 40 << 20
+"""Bytes of layer outputs one evaluation batch may produce on a CPU ("auto")."""
 GPU_EVAL_BATCH = 2048
 """Evaluation batch on a GPU, where bigger batches keep the device busy and memory is ample."""
 
@@ -20,10 +20,9 @@ GPU_EVAL_BATCH = 2048
 def eval_batch_size(setting: int | str | None, device: torch.device | str = "cpu",
                     bytes_per_sample: int | None = None) -> int:
     """The evaluation batch size: `setting` itself, or for "auto" (and None) one that suits
-    the device: on a GPU GPU_EVAL_BATCH; on a CPU as many samples as produce twice
-    `ACTIVATION_BUDGET` bytes of layer outputs (`bytes_per_sample`, see
-    :mod:`mcepl.node.batching`; without autograd fewer of them are alive at once than in
-    training), within 16..1024, or CPU_EVAL_BATCH when that is not given.
+    the device: on a GPU GPU_EVAL_BATCH; on a CPU as many samples as produce EVAL_BUDGET bytes
+    of layer outputs (`bytes_per_sample`, see :mod:`mcepl.node.batching`), within 16..1024, or
+    CPU_EVAL_BATCH when that is not given.
 
     On a CPU small batches are both faster and far lighter. AlexNet on 3x32x32 (41 images),
     one thread, CPU time per image and peak memory added by evaluation: batch 32 1.62 ms,
@@ -40,7 +39,7 @@ def eval_batch_size(setting: int | str | None, device: torch.device | str = "cpu
         return GPU_EVAL_BATCH
     if not bytes_per_sample:
         return CPU_EVAL_BATCH
-    return max(CPU_EVAL_MIN, min(CPU_EVAL_MAX, 2 * ACTIVATION_BUDGET // bytes_per_sample))
+    return max(CPU_EVAL_MIN, min(CPU_EVAL_MAX, EVAL_BUDGET // bytes_per_sample))
 
 
 def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: Any, y: torch.Tensor,

@@ -26,8 +26,12 @@ def test_auto_sizes() -> None:
     small = B.activation_bytes_per_sample(build_model("small-cnn", (1, 28, 28), 10, 0),
                                           (1, 28, 28))
     assert 0.9e6 < alex < 1.1e6 and 0.05e6 < small < 0.2e6
-    assert B.micro_batch_size("auto", 128, alex, "cpu") == 20  # -> 7 pieces of 18-19
+    assert B.micro_batch_size("auto", 128, alex, "cpu") == 8  # -> 16 pieces of 8
     assert B.micro_batch_size("auto", 128, small, "cpu") == 128  # one piece: as before
+    small32 = B.activation_bytes_per_sample(build_model("small-cnn", (3, 32, 32), 10, 0),
+                                            (3, 32, 32))
+    assert B.micro_batch_size("auto", 128, small32, "cpu") == 128
+    assert B.micro_batch_size("auto", 16, alex, "cpu") == 16  # small batches stay whole
     assert B.micro_batch_size("auto", 128, alex, "cuda") == 128
     assert B.micro_batch_size(16, 128, alex, "cuda") == 16
     assert B.micro_batch_size(500, 128, alex, "cpu") == 128
@@ -67,9 +71,10 @@ def test_algorithm_picks_its_micro_batch(tiny_cfg) -> None:
         cfg = tiny_cfg(model={"name": model}, algorithm=params)
         algo = build_algorithm(cfg, topo, 0, all_shards(cfg, topo)[0])
         assert algo.micro_batch == expect  # tiny batches (16) fit the budget whole
-    cfg = tiny_cfg(model={"name": "alexnet"}, algorithm={"batch_size": 60})
+    cfg = tiny_cfg(model={"name": "alexnet"}, algorithm={"batch_size": 120})
     algo = build_algorithm(cfg, topo, 0, all_shards(cfg, topo)[0])
-    assert algo.micro_batch == 28  # AlexNet on 1x28x28: 0.73 MB per image
+    assert algo.sampler.batch * 733_736 > B.SPLIT_ABOVE  # AlexNet on 1x28x28: 0.73 MB per image
+    assert algo.micro_batch == 11  # pieces of at most 8 MiB
 
 
 def test_alexnet_network_equals_inprocess_with_micro_batches(tmp_path, tiny_cfg) -> None:
