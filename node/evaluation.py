@@ -11,7 +11,7 @@ AUTO = "auto"
 CPU_EVAL_BATCH = 64
 """Evaluation batch on a CPU when the model's activation size is unknown."""
 CPU_EVAL_MIN, CPU_EVAL_MAX = 16, 1024
-EVAL_BUDGET = 40 << 20
+EVAL_BUDGET = 20 << 20
 """Bytes of layer outputs one evaluation batch may produce on a CPU ("auto")."""
 GPU_EVAL_BATCH = 2048
 """Evaluation batch on a GPU, where bigger batches keep the device busy and memory is ample."""
@@ -24,9 +24,11 @@ def eval_batch_size(setting: int | str | None, device: torch.device | str = "cpu
     of layer outputs (`bytes_per_sample`, see :mod:`mcepl.node.batching`), within 16..1024, or
     CPU_EVAL_BATCH when that is not given.
 
-    On a CPU small batches are both faster and far lighter. AlexNet on 3x32x32 (41 images),
-    one thread, CPU time per image and peak memory added by evaluation: batch 32 1.62 ms,
-    +45 MB; 64: 1.62 ms, +85 MB; 1000 (the old default): 2.6 ms, +690 MB.
+    On a CPU small batches are as fast or faster and far lighter. AlexNet on 3x32x32 (20
+    images), one thread, CPU time per image and peak memory added by evaluation: batch 16-64
+    1.6-1.9 ms, +25 to +85 MB; 1000 (the old default): 2.6 ms, +690 MB. In a node the
+    evaluation should not be what sets the process's peak memory; training is (see
+    :mod:`mcepl.node.batching`).
     """
     if isinstance(setting, int) and not isinstance(setting, bool):
         if setting <= 0:

@@ -51,9 +51,9 @@ def test_eval_batch_size() -> None:
     assert eval_batch_size("auto", "cpu") == CPU_EVAL_BATCH
     assert eval_batch_size(None, torch.device("cpu")) == CPU_EVAL_BATCH
     assert eval_batch_size("auto", "cuda") == GPU_EVAL_BATCH
-    # sized to the model's activations on a CPU (twice the micro-batch budget), 16..1024
-    assert eval_batch_size("auto", "cpu", 1_000_000) == 41  # AlexNet on 3x32x32
-    assert eval_batch_size("auto", "cpu", 100_000) == 419  # the small CNN
+    # sized to the model's activations on a CPU (EVAL_BUDGET of layer outputs), 16..1024
+    assert eval_batch_size("auto", "cpu", 1_000_000) == 20  # AlexNet on 3x32x32
+    assert eval_batch_size("auto", "cpu", 100_000) == 209  # the small CNN
     assert eval_batch_size("auto", "cpu", 10) == 1024
     assert eval_batch_size("auto", "cpu", 10**9) == 16
     assert eval_batch_size("auto", "cuda", 1_000_000) == GPU_EVAL_BATCH
