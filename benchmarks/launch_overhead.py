@@ -46,7 +46,7 @@ def main() -> None:
         algorithm={"name": args.algorithm})
     topo = default_topology(cfg, args.nodes, args.transport, args.algorithm)
 
-    net = launch(cfg, topo, out / "networked", quiet=True)
+    net = launch(cfg, topo, out / "networked", quiet=True, auto_ports=True)
     inproc = run_inprocess_to_dir(cfg, topo, out / "inprocess", quiet=True)
     t_net = round_times(read_metrics(out / "networked"))
     t_in = round_times(read_metrics(out / "inprocess"))

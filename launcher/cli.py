@@ -18,7 +18,11 @@ from mcepl.topology import Topology, TopologyError, load_topology
 
 from .resolve import DEFAULT_NODES
 from .resolve import resolve_run as _resolve
-from .rundir import RunDirError, check_unused, default_run_dir
+from .rundir import RunDir, RunDirError, check_unused, default_run_dir
+
+INSECURE_WARNING = ("warning: --insecure: traffic between nodes and to the collector is "
+                    "plaintext and unauthenticated (anyone who reaches the ports can read the "
+                    "masks and, knowing the run id, pose as a node)")
 
 
 def _add_common_run_flags(p: argparse.ArgumentParser) -> None:
@@ -97,38 +101,55 @@ def _error(msg: object, code: int = 2) -> int:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from .inprocess import run_inprocess_to_dir
-    from .launch import LaunchError, launch
+    from .launch import LaunchError, LaunchInterrupted, launch
 
     try:
         cfg, topo = resolve_run(args)
     except (ConfigError, TopologyError, RuntimeError) as exc:
         return _error(exc)
+    if args.secure and args.insecure:
+        return _error("--secure and --insecure contradict each other")
     if args.inprocess and args.secure:
         return _error("--secure applies to networked runs; --inprocess has no sockets")
     try:
-        run_dir = check_unused(args.out or default_run_dir(cfg.algorithm.name))
+        if args.out:
+            check_unused(args.out)
+            rd = RunDir.claim(args.out)
+        else:
+            rd = RunDir.claim(default_run_dir(cfg.algorithm.name), unique=True)
     except RunDirError as exc:
         return _error(exc)
+    run_dir = rd.path
     if not args.quiet:
         print(f"mcepl {__version__}: {topo.num_nodes} nodes, {len(topo.edges)} edges, "
               f"{cfg.algorithm.name} on {cfg.data.dataset} with {cfg.model.name}, "
               f"{cfg.run.rounds} rounds -> {run_dir}")
+    if args.insecure and not args.inprocess:
+        print(INSECURE_WARNING, file=sys.stderr)
     from .dashboard.server import DashboardError
 
     try:
         dash = _open_dashboard(args, cfg, topo, run_dir)
     except DashboardError as exc:
+        rd.abandon()  # nothing ran: the same --out can be used again
         return _error(exc)
     observer = dash.observer if dash is not None else None
     status = "finished: ok"
     try:
         if args.inprocess:
-            run_inprocess_to_dir(cfg, topo, run_dir, quiet=args.quiet, observer=observer)
+            run_inprocess_to_dir(cfg, topo, rd, quiet=args.quiet, observer=observer)
         else:
-            launch(cfg, topo, run_dir, quiet=args.quiet, secure=args.secure, observer=observer)
+            # the launcher chooses the addresses unless a topology file fixes them
+            auto = args.topology is None or args.transport is not None
+            launch(cfg, topo, rd, quiet=args.quiet, secure=not args.insecure, auto_ports=auto,
+                   observer=observer)
     except RunDirError as exc:
         status = f"failed: {exc}"
         return _error(exc)
+    except LaunchInterrupted as exc:
+        status = "interrupted"
+        print(f"interrupted: {exc}; summary in {run_dir / 'summary.json'}", file=sys.stderr)
+        return 128 + exc.signum
     except LaunchError as exc:
         status = f"failed: {exc}"
         return _error(exc, 1)
@@ -147,13 +168,28 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from mcepl.node.factory import default_run_id
+    from mcepl.topology.keys import KeyFileError, check_collector_key, load_secret_key
 
-    from .collector import collect_run
+    from .collector import CollectorKeys, collect_run
 
     try:
         cfg = load_config(args.config)
         topo = load_topology(args.topology)
     except (ConfigError, TopologyError) as exc:
+        return _error(exc)
+    try:
+        if args.insecure and (args.key is not None or topo.secure):
+            raise KeyFileError("--insecure, but " + ("--key was given" if args.key is not None
+                                                     else f"{args.topology} has CURVE public "
+                                                     "keys") + ": run with keys or without both")
+        if args.key is None and not topo.secure and not args.insecure:
+            raise KeyFileError(f"{args.topology} has no CURVE keys: make them (`mcepl topology "
+                               "keys TOPOLOGY -o KEYDIR --update-topology`) and pass --key "
+                               "KEYDIR/collector.key_secret, or pass --insecure to collect "
+                               "plaintext, unauthenticated metrics")
+        pair = load_secret_key(args.key) if args.key is not None else None
+        check_collector_key(topo, pair, args.key)
+    except KeyFileError as exc:
         return _error(exc)
     from .dashboard.server import DashboardError
 
@@ -162,12 +198,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
         dash = _open_dashboard(args, cfg, topo, Path(args.out))
     except (RunDirError, DashboardError) as exc:
         return _error(exc)
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
     status = "incomplete"
     try:
         result = collect_run(cfg, topo, Path(args.out),
                              run_id=args.run_id or default_run_id(cfg, topo), bind=args.bind,
                              timeout_s=args.timeout,
-                             observer=dash.observer if dash is not None else None)
+                             observer=dash.observer if dash is not None else None,
+                             keys=CollectorKeys.for_topology(topo, pair) if pair else None)
         status = "finished: ok" if result.ok else "incomplete"
     except (RunDirError, RuntimeError) as exc:
         return _error(exc)
@@ -237,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_run_flags(p)
     p.add_argument("--inprocess", action="store_true",
                    help="run all nodes in this process (the reference driver; no sockets)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext, unauthenticated traffic; by default a run is encrypted and "
+                        "authenticated with ZeroMQ CURVE: a fresh key pair per node and for the "
+                        "collector in RUN/keys (secret files mode 0600)")
     p.add_argument("--secure", action="store_true",
-                   help="encrypt and authenticate the traffic between nodes with ZeroMQ CURVE: "
-                        "a fresh key pair per node in RUN/keys (secret files mode 0600)")
+                   help="the default (kept for old scripts): CURVE keys for the run")
     _add_dashboard_flags(p)
     p.set_defaults(func=cmd_launch)
 
@@ -253,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--run-id")
     p.add_argument("--timeout", type=float, default=0, help="give up after N seconds (0: never)")
+    p.add_argument("--key", metavar="FILE",
+                   help="the collector's CURVE secret key file (collector.key_secret, from "
+                        "`mcepl topology keys`): only the nodes' keys may send metrics")
+    p.add_argument("--insecure", action="store_true",
+                   help="collect without keys (plaintext, unauthenticated); refused unless given")
     _add_dashboard_flags(p)
     p.set_defaults(func=cmd_collect)
 

@@ -33,6 +33,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mcepl import jsonio  # noqa: E402
 from mcepl.node.record import RecordError, RoundRecord  # noqa: E402
 from mcepl.protocol import binary_entropy, parse_peer_bytes  # noqa: E402
 from mcepl.protocol.accounting import zmtp_frame_header  # noqa: E402
@@ -49,8 +50,8 @@ def read_records(run_dir: Path) -> list[RoundRecord]:
         if not line.strip():
             continue
         try:
-            out.append(RoundRecord.from_json(json.loads(line)))
-        except json.JSONDecodeError:
+            out.append(RoundRecord.from_json(jsonio.loads(line)))
+        except (json.JSONDecodeError, jsonio.JSONLimitError):
             print(f"warning: {path}:{i}: unreadable line skipped")
         except RecordError as exc:
             print(f"warning: {path}:{i}: record skipped: {exc}")
@@ -269,7 +270,7 @@ def write_report(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str
     old = run_dir / "summary.json"
     base = json.loads(old.read_text()) if old.exists() and extra is None else {}
     keep = {k: base[k] for k in ("algorithm", "wall_s", "run_id", "model", "dataset", "status",
-                                 "driver") if k in base}
+                                 "driver", "secure") if k in base}
     cfg = run_config(run_dir)
     from_cfg = {"codec": cfg.get("run", {}).get("codec", "raw")} if cfg else {}
     if cfg and "algorithm" not in keep and "name" in cfg.get("algorithm", {}):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import sys
 import types
 import typing
@@ -33,6 +35,16 @@ else:  # pragma: no cover
 
 class ConfigError(ValueError):
     """A config problem, in one line that names the file and key."""
+
+
+INT_MAX = 2**63 - 1  # every integer must fit a signed 64-bit value (numpy, msgpack, torch)
+LOCAL_NODES_ENV = "MCEPL_LOCAL_NODES"  # node processes sharing this machine ("auto" threads)
+THREADS_PER_CORE = 4  # run.threads_per_node may be at most this many times the cores
+
+
+def max_threads() -> int:
+    """The most torch threads a node may ask for on this machine."""
+    return max(1, os.cpu_count() or 1) * THREADS_PER_CORE
 
 
 @dataclass
@@ -146,8 +158,14 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         if not isinstance(val, allowed):
             raise ConfigError(f"{where}.{key}: expected {_type_names(allowed)}, "
                               f"got {type(val).__name__} {val!r}")
+        if isinstance(val, int) and not isinstance(val, bool) and not -INT_MAX - 1 <= val \
+                <= INT_MAX:
+            raise ConfigError(f"{where}.{key}: an integer of {val.bit_length()} bits does not "
+                              "fit in 64 bits")
         if float in allowed and isinstance(val, int):
             val = float(val)  # TOML writes 1 for 1.0; keep the declared type
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ConfigError(f"{where}.{key}: must be a finite number, got {val}")
         kwargs[key] = val
     try:
         obj = cls(**kwargs)
@@ -218,8 +236,12 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     if not 0.0 < data.train_fraction <= 1.0:
         raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
                           f"got {data.train_fraction}")
-    if run.seed < 0:
-        raise ConfigError(f"{source}: run.seed: must be >= 0, got {run.seed}")
+    if not 0 <= run.seed <= INT_MAX:
+        raise ConfigError(f"{source}: run.seed: must be in 0..2^63-1, got {run.seed}")
+    if run.threads_per_node > max_threads():
+        raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
+                          f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
+                          f"{run.threads_per_node}")
     if not (run.device == "cpu" or run.device == "cuda" or run.device.startswith("cuda:")
             or run.device == "mps"):
         raise ConfigError(f"{source}: run.device: {run.device!r} is not cpu, cuda, cuda:N or mps")
@@ -237,11 +259,19 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): is this a TOML file?") from None
+    return loads_config(text, source=str(p))
+
+
+def loads_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; every problem is one ConfigError naming `source`."""
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return config_from_dict(d, source=str(p))
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{source}: not valid TOML: {' '.join(str(exc).split())[:200]}") \
+            from None
+    return config_from_dict(d, source=source)
 
 
 def dump_toml(cfg: Config) -> str:

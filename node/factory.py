@@ -14,15 +14,24 @@ import torch
 from mcepl.config import Config
 from mcepl.node.algorithms import ALGORITHMS, Algorithm, NodeContext
 from mcepl.node.data import Shard, load_all_shards, load_shard, read_label_assignment
+from mcepl.node.data.datasets import dataset_classes
 from mcepl.node.models import MaskedModel, build_model
 from mcepl.node.rounds import Evaluator
-from mcepl.topology import Topology, dumps_topology
+from mcepl.topology import Topology, check_label_range, dumps_topology
 
 
 def default_run_id(cfg: Config, topo: Topology) -> str:
     """Nodes started independently with the same two files agree on this id."""
     digest = hashlib.sha256((cfg.hash() + dumps_topology(topo)).encode()).hexdigest()
     return f"run-{digest[:12]}"
+
+
+def check_labels(cfg: Config, topo: Topology, source: object) -> None:
+    """The topology's labels lie within the configured data set's classes; TopologyError naming
+    `source` (the topology file) otherwise."""
+    n = dataset_classes(cfg.data.dataset)
+    if n is not None:
+        check_label_range(topo, n, str(source), cfg.data.dataset)
 
 
 def label_assignment(cfg: Config, topo: Topology) -> list[list[int]] | None:

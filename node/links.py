@@ -110,7 +110,7 @@ class PeerLinks:
 
     def resend(self, peer: int) -> list[list[bytes]]:
         """Everything in the resend log for `peer`, encoded again (oldest first): after it
-        rejoined, on fresh codec state (see `reset`)."""
+        rejoined, on fresh codec state (see `reset_sending`)."""
         out = []
         for (rnd, phase), sent in sorted(self.sent_log.items()):
             if peer in sent:
@@ -131,9 +131,14 @@ class PeerLinks:
             del self.sent_log[key]
 
     def reset(self, peer: int) -> None:
-        """Start both directions of the link afresh (the peer restarted from a checkpoint)."""
+        """Start both directions of the link afresh."""
         self.tx[peer].reset()
         self.rx[peer].reset()
+
+    def reset_sending(self, peer: int) -> None:
+        """Start our sending side of the link afresh (the peer restarted from a checkpoint and
+        holds no reference: our next mask to it is a key frame)."""
+        self.tx[peer].reset()
 
     # ------------------------------------------------------------------ receiving
     def decode(self, peer: int, frames: list[bytes]) -> Message:

@@ -108,7 +108,7 @@ class RoundRecord:
             if kind is None:
                 if val is not None and (not isinstance(val, (int, float)) or isinstance(val, bool)):
                     raise RecordError(f"{key}: unknown key with a non-numeric value {val!r:.40}")
-                stats[key] = val
+                stats[key] = _in_range(key, val) if _is_int(val) else val
             else:
                 kwargs[key] = _check(key, kind, val)
         kwargs.setdefault("schema_version", version)
@@ -128,7 +128,18 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+INT_MAX = 2**63 - 1  # JSON has no bound on integers; a record's fit 64 bits (found by fuzzing)
+
+
+def _in_range(key: str, val: int) -> int:
+    if not -INT_MAX - 1 <= val <= INT_MAX:
+        raise RecordError(f"{key}: integer out of the 64-bit range ({val.bit_length()} bits)")
+    return val
+
+
 def _check(key: str, kind: str, val: Any) -> Any:
+    if _is_int(val):
+        _in_range(key, val)
     if kind == "int":
         if not _is_int(val):
             raise RecordError(f"{key}: expected an integer, got {val!r:.40}")

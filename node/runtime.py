@@ -6,6 +6,13 @@ round does (the algorithm, encoding through `PeerLinks`, the bill, the record) i
 which the in-process driver runs too. Bad messages (undecodable, wrong sender, stale, duplicate,
 too far ahead, or refused by the algorithm's `check`) are dropped and counted; they never stop
 the node.
+
+Identity: a connection to our ROUTER speaks for neighbour j only after a valid hello from j on
+it (run id and config hash; with CURVE, also j's key); the transport then binds it
+(`NodeSockets.bind_connection`). Everything else from a connection that is not bound is
+dropped (`unbound`), so a stranger cannot cut a neighbour off. A hello with another config hash
+is refused with a reason the neighbour prints; it ends this node only when CURVE proves it came
+from that neighbour (in plaintext anyone may send one: the handshake's timeout then names it).
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mcepl import jsonio
 from mcepl.config import Config
 from mcepl.node.algorithms import Algorithm
 from mcepl.node.checkpoint import (
@@ -28,7 +37,7 @@ from mcepl.node.checkpoint import (
 from mcepl.node.links import COLLECTOR, Delivered, PeerLinks
 from mcepl.node.record import RecordError, RoundRecord
 from mcepl.node.rounds import Evaluator, RoundCore
-from mcepl.node.transport import NodeSockets, parse_routing_id
+from mcepl.node.transport import NodeSockets, milestone
 from mcepl.protocol import (
     ControlMessage,
     DataMessage,
@@ -43,6 +52,7 @@ from mcepl.topology import Topology
 log = logging.getLogger("mcepl.node")
 
 MAX_ROUNDS_AHEAD = 2  # a peer may run at most this many rounds ahead; further is dropped
+MAX_HELLO_BYTES = 4096  # an unbound connection's message is only decoded below this size
 # a phase that has waited this long for its peers tells the collector whom it waits for (the
 # dashboard's "waiting for neighbour X"), and again every STATUS_EVERY_S or when that changes
 STATUS_AFTER_S = 1.0
@@ -56,12 +66,15 @@ class NodeError(RuntimeError):
 class NodeRuntime:
     """Drives one node's round core over its sockets for the configured number of rounds.
 
-    `evaluator`: the node's test set (None: no `test_acc` in the records)."""
+    `evaluator`: the node's test set (None: no `test_acc` in the records). `should_stop`,
+    asked while the node waits for messages, returns a reason to stop (e.g. the launcher that
+    started it is gone) or None."""
 
     def __init__(self, cfg: Config, topo: Topology, node_id: int, run_id: str,
                  algo: Algorithm, sockets: NodeSockets,
                  checkpoint_dir: str | Path | None = None, *,
-                 evaluator: Evaluator | None = None) -> None:
+                 evaluator: Evaluator | None = None,
+                 should_stop: Callable[[], str | None] | None = None) -> None:
         self.cfg, self.topo, self.id, self.run_id = cfg, topo, node_id, run_id
         self.checkpoint = checkpoint_path(checkpoint_dir, node_id) if checkpoint_dir else None
         # every record also goes to a local file next to the checkpoint: after a crash, records
@@ -80,6 +93,8 @@ class NodeRuntime:
         self.rejoins: Counter[int] = Counter()
         self.acked: set[int] = set()
         self.greeted: set[int] = set()
+        self.refused: dict[int, str] = {}  # neighbour -> why its last hello was refused
+        self.should_stop = should_stop
         self.pos = (0, 0)  # (round, phase) being collected
         self.start_round = 0
         self.resumed = False
@@ -90,23 +105,28 @@ class NodeRuntime:
         return self.core.algo
 
     # ------------------------------------------------------------------ handshake
-    def handshake(self, resume: bool = False) -> None:
-        """Say hello to every neighbour and wait for all acks and all of their hellos (when
-        resuming, acks only: the neighbours are mid-run and will not say hello again)."""
-        hello = encode_control("hello", {"config_hash": self.config_hash}, run_id=self.run_id,
-                               sender=self.id)
+    def handshake(self) -> None:
+        """Say hello to every neighbour and wait for all acks and all of their hellos. A node
+        resuming after a crash does the same: each neighbour sees its hello on a new connection,
+        resends what it sent lately and says hello again, which binds its link to us."""
         for j in sorted(self.neighbors):
-            self._send(j, hello, "control")
+            self._send(j, self._hello(), "control")
         deadline = time.monotonic() + self.cfg.run.connect_timeout_s
-        greeted = (lambda: self.neighbors) if resume else (lambda: self.greeted)
-        while self.acked != self.neighbors or greeted() != self.neighbors:
+        while self.acked != self.neighbors or self.greeted != self.neighbors:
             left = deadline - time.monotonic()
             if left <= 0:
-                missing = sorted((self.neighbors - self.acked) | (self.neighbors - greeted()))
+                missing = sorted((self.neighbors - self.acked) | (self.neighbors - self.greeted))
                 addrs = ", ".join(f"{j} ({self.topo.node(j).address})" for j in missing)
+                why = "; ".join(f"refused a hello claiming to be node {j}: {self.refused[j]}"
+                                for j in missing if j in self.refused)
                 raise NodeError(f"node {self.id}: no handshake from neighbour(s) {addrs} within "
-                                f"{self.cfg.run.connect_timeout_s:g} s")
+                                f"{self.cfg.run.connect_timeout_s:g} s" + (f" ({why})" if why
+                                                                           else ""))
             self._pump(int(min(left, 0.5) * 1000))
+
+    def _hello(self) -> list[bytes]:
+        return encode_control("hello", {"config_hash": self.config_hash}, run_id=self.run_id,
+                              sender=self.id)
 
     def _send(self, peer: int, frames: list[bytes], kind: str) -> None:
         self.sock.send(peer, frames)
@@ -114,6 +134,10 @@ class NodeRuntime:
 
     # ------------------------------------------------------------------ receiving
     def _pump(self, timeout_ms: int) -> None:
+        if self.should_stop is not None:
+            why = self.should_stop()
+            if why:
+                raise NodeError(f"node {self.id}: {why}")
         for where, who, frames in self.sock.poll(timeout_ms):
             if where == "dealer":
                 self._on_dealer(int(who), frames)  # type: ignore[arg-type]
@@ -135,11 +159,10 @@ class NodeRuntime:
                             f"{msg.body.get('reason', '')}")
         self.acked.add(peer)
 
-    def _on_router(self, raw_id: bytes, frames: list[bytes]) -> None:
-        peer = parse_routing_id(raw_id)
-        if peer is None or peer not in self.neighbors:
-            self.dropped["unknown_sender"] += 1
-            log.warning("node %d: dropped a message from unknown sender %r", self.id, raw_id[:16])
+    def _on_router(self, conn: bytes, frames: list[bytes]) -> None:
+        peer = self.sock.peer_of(conn)
+        if peer is None:
+            self._on_unbound(conn, frames)
             return
         try:
             msg = self.links.decode(peer, frames)
@@ -150,11 +173,47 @@ class NodeRuntime:
             self._drop("wrong_sender", peer, f"header says sender {msg.sender}")
             return
         if isinstance(msg, ControlMessage):
-            self._on_control(raw_id, peer, msg)
+            self._on_control(conn, peer, msg)
         else:
             self._on_data(peer, msg, message_size(frames))
 
-    def _on_control(self, raw_id: bytes, peer: int, msg: ControlMessage) -> None:
+    def _on_unbound(self, conn: bytes, frames: list[bytes]) -> None:
+        """A message on a connection that speaks for nobody yet: only a valid hello from a
+        neighbour (with CURVE: from the holder of that neighbour's key) binds it."""
+        size = message_size(frames)
+        if size > MAX_HELLO_BYTES:
+            self._drop_unbound(conn, f"{size} bytes before any hello")
+            return
+        try:
+            msg = decode_message(frames, run_id=self.run_id)
+        except ProtocolError as exc:
+            self._drop_unbound(conn, exc)
+            return
+        if not isinstance(msg, ControlMessage) or msg.type != "hello":
+            self._drop_unbound(conn, f"a {getattr(msg, 'type', 'data')} message before any hello")
+            return
+        peer = msg.sender
+        if peer not in self.neighbors:
+            self.dropped["unknown_sender"] += 1
+            n = self.dropped["unknown_sender"]
+            if milestone(n):
+                log.warning("node %d: dropped a hello from node %d, not a neighbour, on connection "
+                            "%r (%d time(s))", self.id, peer, conn[:24], n)
+            return
+        if self.sock.secure and self.sock.user_of(conn) != str(peer):
+            self.sock.count_mismatch(conn, self.sock.user_of(conn))
+            return
+        self.links.count_received(peer, "control", size)
+        self._on_control(conn, peer, msg)
+
+    def _drop_unbound(self, conn: bytes, detail: object) -> None:
+        self.dropped["unbound"] += 1
+        n = self.dropped["unbound"]
+        if milestone(n):
+            log.warning("node %d: dropped a message from connection %r, which has not said a "
+                        "valid hello (%s) (%d time(s))", self.id, conn[:24], detail, n)
+
+    def _on_control(self, conn: bytes, peer: int, msg: ControlMessage) -> None:
         if msg.type != "hello":
             self._drop("unexpected", peer, f"control message {msg.type!r}")
             return
@@ -164,21 +223,34 @@ class NodeRuntime:
                                 f"node {peer} has {theirs}")
         ack = encode_control("hello_ack", {"accept": ok, "reason": reason}, run_id=self.run_id,
                              sender=self.id)
-        self.sock.reply(raw_id, ack)
+        self.sock.reply(conn, ack)
         self.links.count_sent(peer, "ack", ack)
         if not ok:
-            raise NodeError(f"node {self.id}: refused neighbour {peer}: {reason}")
-        if peer in self.greeted:
+            if self.sock.secure:  # CURVE proved it is the neighbour: its config differs
+                raise NodeError(f"node {self.id}: refused neighbour {peer}: {reason}")
+            self.refused[peer] = reason  # in plaintext anyone could have sent it
+            self._drop("config_mismatch", peer, reason)
+            return
+        new = self.sock.peer_of(conn) is None
+        self.sock.bind_connection(conn, peer)
+        if peer in self.greeted and new:
             self._rejoined(peer)
         self.greeted.add(peer)
 
     def _rejoined(self, peer: int) -> None:
-        """A neighbour said hello again: it restarted from a checkpoint. Start both codec links
-        afresh and send it again what we sent in the last two rounds (it dedups)."""
+        """A neighbour we know said hello on a new connection: it restarted from a checkpoint.
+        We say hello again on our link to it (its new process must bind that connection to us),
+        our sending side of the link starts afresh (its receiving side is new) and we send it
+        again what we sent in the last two rounds (it dedups). Our receiving side keeps its
+        references: a restarted neighbour's first mask on the link is a key frame anyway, and a
+        hello that did not come from a restart (anyone can send one in plaintext) must not break
+        the link. A hello on a connection already bound is only acknowledged, so two nodes
+        never answer each other's hellos for ever."""
         self.rejoins[peer] += 1
         log.warning("node %d: neighbour %d rejoined; resending rounds %s", self.id, peer,
                     sorted({k[0] for k in self.links.sent_log}))
-        self.links.reset(peer)
+        self._send(peer, self._hello(), "control")
+        self.links.reset_sending(peer)
         for frames in self.links.resend(peer):
             self.sock.send(peer, frames)
 
@@ -256,8 +328,8 @@ class NodeRuntime:
         if self.metrics_log is not None and self.metrics_log.exists():
             for line in self.metrics_log.read_text().splitlines():
                 try:
-                    rec = RoundRecord.from_json(json.loads(line))
-                except (json.JSONDecodeError, RecordError):
+                    rec = RoundRecord.from_json(jsonio.loads(line))
+                except (json.JSONDecodeError, jsonio.JSONLimitError, RecordError):
                     continue  # a line torn by the crash; that round is redone anyway
                 if rec.round <= done:
                     self._push(encode_metrics(rec.to_json(), run_id=self.run_id,
@@ -271,7 +343,7 @@ class NodeRuntime:
 
         The first round's record also carries the handshake's bytes (kinds "control": the
         hellos, on our DEALERs; "ack": the acknowledgements, on our ROUTER)."""
-        self.handshake(resume=self.resumed)
+        self.handshake()
         if self.resumed:
             for j, frames in self.links.resend_all():
                 self.sock.send(j, frames)

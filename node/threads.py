@@ -20,10 +20,11 @@ import math
 import os
 from pathlib import Path
 
+from mcepl.config import LOCAL_NODES_ENV
+
 __all__ = ["AUTO", "LOCAL_NODES_ENV", "resolve_threads", "usable_cores"]
 
 AUTO = "auto"
-LOCAL_NODES_ENV = "MCEPL_LOCAL_NODES"
 
 
 def _cgroup_cpu_limit() -> float | None:

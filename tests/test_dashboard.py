@@ -469,7 +469,7 @@ def test_collect_serves_a_dashboard_too(tmp_path: Path, capsys: pytest.CaptureFi
     save_topology(generate("ring", 3, base_port=26000), tmp_path / "topo.json")
     rc = main(["collect", "--topology", str(tmp_path / "topo.json"), "--bind",
                "tcp://127.0.0.1:*", "--out", str(tmp_path / "run"), "--timeout", "1",
-               "--dashboard", "0"])
+               "--dashboard", "0", "--insecure"])
     out = capsys.readouterr()
     assert rc == 1 and "timed out" in out.err  # no node came
     assert "dashboard: http://127.0.0.1:" in out.out
@@ -525,7 +525,7 @@ def test_a_node_waiting_for_a_stopped_neighbour_is_shown_and_costs_no_number(
     procs = [subprocess.Popen(
         [sys.executable, "-m", "mcepl.node.main", "--topology", str(tmp_path / "topo.json"),
          "--config", str(tmp_path / "cfg.toml"), "--id", str(i), "--run-id", run_id,
-         "--collector", addr, "--checkpoint-dir", str(tmp_path / "ckpt")],
+         "--collector", addr, "--checkpoint-dir", str(tmp_path / "ckpt"), "--insecure"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i in range(3)]
     shown: set[str] = set()

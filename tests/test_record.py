@@ -116,3 +116,18 @@ def test_report_skips_unreadable_lines(tmp_path: Path, capsys: pytest.CaptureFix
     assert "metrics.jsonl:2: record skipped: bytes_sent" in out and "metrics.jsonl:4" in out
     summary = write_report(tmp_path)
     assert summary["rounds"] == 1 and summary["bytes_sent_total"] == 20
+
+
+def test_integers_beyond_64_bits_are_refused_not_a_crash() -> None:
+    """Found by benchmarks/fuzz.py: a float field holding a JSON integer too large for a float
+    raised OverflowError (a traceback in `mcepl report`, or in a node resuming from its metrics
+    file) instead of RecordError."""
+    from mcepl import jsonio
+
+    base = {"round": 1, "node": 0, "bytes_sent": 1}
+    for key in ("comm_s", "test_acc", "bytes_sent", "density"):
+        with pytest.raises(RecordError, match=f"{key}: integer out of the 64-bit range"):
+            RoundRecord.from_json({**base, key: 10**400})
+    line = '{"round": 1, "node": 0, "comm_s": 1' + "0" * 5000 + "}"
+    with pytest.raises(jsonio.JSONLimitError, match="4300 digits"):
+        jsonio.loads(line)

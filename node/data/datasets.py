@@ -157,10 +157,15 @@ def to_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def candidate_dirs(subdir: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Directories searched for a data set, in priority order (duplicates removed)."""
+    """Directories searched for a data set, in priority order (duplicates removed). An
+    explicit `root` that does not exist is an error (DatasetNotFoundError): a typo must not
+    silently pick up another copy of the data."""
     dirs: list[Path] = []
     if root is not None:
         r = Path(root).expanduser()
+        if not r.exists():
+            raise DatasetNotFoundError(f"data directory {r} does not exist (data.root or "
+                                       "--data-dir); leave it out to search the usual places")
         dirs += [r, r / subdir]
     env = os.environ.get(ENV_VAR)
     if env:
@@ -543,6 +548,9 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
 # --------------------------------------------------------------------------- entry point
 
 KNOWN_DATASETS = DATASETS  # the registry the config validates data.dataset against
+# the number of classes, known before loading: `topology check` and the launcher check labels
+load_fashion_mnist.num_classes = 10  # type: ignore[attr-defined]
+load_cifar10.num_classes = 10  # type: ignore[attr-defined]
 DATASETS.add("fashion-mnist", load_fashion_mnist)
 DATASETS.add("cifar10", load_cifar10)
 _LOCATORS: dict[str, Callable[..., LocatedDataset]] = {
@@ -559,6 +567,12 @@ def locate_dataset(name: str, root: str | os.PathLike[str] | None = None,
     except KeyError:
         raise ValueError(f"unknown data set {name!r}; known: {sorted(KNOWN_DATASETS)}") from None
     return locator(root=root, download=download)
+
+
+def dataset_classes(name: str) -> int | None:
+    """How many classes data set `name` has, when its loader declares it (`num_classes`)."""
+    n = getattr(DATASETS.get(name), "num_classes", None)
+    return n if isinstance(n, int) else None
 
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
