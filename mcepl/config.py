@@ -238,7 +238,7 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
                           f"got {data.train_fraction}")
     if not 0 <= run.seed <= INT_MAX:
         raise ConfigError(f"{source}: run.seed: must be in 0..2^63-1, got {run.seed}")
-    if run.threads_per_node > max_threads():
+    if isinstance(run.threads_per_node, int) and run.threads_per_node > max_threads():
         raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
                           f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
                           f"{run.threads_per_node}")
