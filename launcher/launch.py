@@ -28,6 +28,7 @@ from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import build_shared_model, default_run_id, load_data, shard_of
 from mcepl.node.lifecycle import Stopped, ignore_signals, stop_on_signals
+from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
 from mcepl.topology import Topology, TopologyError
 from mcepl.topology.keys import COLLECTOR, generate_keys, key_paths, load_secret_key
 from mcepl.userload import UserCodeError
@@ -182,7 +183,9 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
             run_id: str | None, secure: bool, observer: Observer | None) -> LaunchResult:
     run_dir = rd.path
     topo, run_id, collector, data_digest = _prepare(cfg, topo, rd, run_id, secure, observer)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
+    threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+           LOCAL_NODES_ENV: str(topo.num_nodes)}
     procs: list[subprocess.Popen] = []
     logs = []
     t0 = time.perf_counter()

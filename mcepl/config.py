@@ -41,6 +41,7 @@ class ConfigError(ValueError):
 
 
 INT_MAX = 2**63 - 1  # every integer must fit a signed 64-bit value (numpy, msgpack, torch)
+LOCAL_NODES_ENV = "MCEPL_LOCAL_NODES"  # node processes sharing this machine ("auto" threads)
 THREADS_PER_CORE = 4  # run.threads_per_node may be at most this many times the cores
 
 
@@ -85,8 +86,8 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 25
     device: str = "cpu"
-    threads_per_node: int = 1
-    eval_batch_size: int = 1000
+    threads_per_node: int | str = "auto"  # "auto": the usable cores / nodes on this machine
+    eval_batch_size: int | str = "auto"  # "auto": sized to the model on a CPU, 2048 on a GPU
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
     checkpoint: bool = True  # each node writes its state after every round (for --resume)
@@ -267,18 +268,21 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,
-        "run.threads_per_node": run.threads_per_node, "run.eval_batch_size": run.eval_batch_size,
         "run.round_timeout_s": run.round_timeout_s, "run.connect_timeout_s": run.connect_timeout_s,
     }
     for key, val in positive.items():
         if val <= 0:
             raise ConfigError(f"{source}: {key}: must be > 0, got {val}")
+    for key, val in {"run.threads_per_node": run.threads_per_node,
+                     "run.eval_batch_size": run.eval_batch_size}.items():
+        if isinstance(val, str) and val != "auto" or isinstance(val, int) and val <= 0:
+            raise ConfigError(f'{source}: {key}: must be a positive int or "auto", got {val!r}')
     if not 0.0 < data.train_fraction <= 1.0:
         raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
                           f"got {data.train_fraction}")
     if not 0 <= run.seed <= INT_MAX:
         raise ConfigError(f"{source}: run.seed: must be in 0..2^63-1, got {run.seed}")
-    if run.threads_per_node > max_threads():
+    if isinstance(run.threads_per_node, int) and run.threads_per_node > max_threads():
         raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
                           f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
                           f"{run.threads_per_node}")

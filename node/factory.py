@@ -18,8 +18,8 @@ from mcepl.node.data import (
     Shard,
     build_shards,
     load_all_shards,
-    load_dataset,
     load_shard,
+    open_dataset,
     read_label_assignment,
 )
 from mcepl.node.data.datasets import dataset_classes
@@ -67,10 +67,10 @@ def _shard_kwargs(cfg: Config, topo: Topology, data_digest: str | None = None) -
 
 
 def load_data(cfg: Config, data_digest: str | None = None) -> Dataset:
-    """The whole data set (a user's loader is imported with run.python_path; its `digest` is
-    set, and checked against `data_digest` when given)."""
+    """The whole data set, through this machine's decode cache (a user's loader is imported
+    with run.python_path; its `digest` is set, and checked against `data_digest` when given)."""
     d = cfg.data
-    return load_dataset(d.dataset, root=d.root, download=d.download,
+    return open_dataset(d.dataset, root=d.root, download=d.download,
                         python_path=cfg.run.python_path, expected_digest=data_digest)
 
 
@@ -113,15 +113,19 @@ def resolve_device(name: str) -> torch.device:
 
 def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
     """The node's own full test set, evaluated on the configured rounds and device."""
-    return Evaluator(shard.test_x, shard.test_y, every=cfg.run.eval_every, rounds=cfg.run.rounds,
-                     batch_size=cfg.run.eval_batch_size, device=resolve_device(cfg.run.device))
+    device = resolve_device(cfg.run.device)
+    return Evaluator(shard.test_x.to(device), shard.test_y.to(device), every=cfg.run.eval_every,
+                     rounds=cfg.run.rounds, batch_size=cfg.run.eval_batch_size, device=device)
 
 
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
     """The node's algorithm object over the shared model built from the shared seed."""
     device = resolve_device(cfg.run.device)
+    if device.type == "cuda":  # no autotuned or nondeterministic kernels: both drivers agree
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     model = build_shared_model(cfg, shard).to(device)
-    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
+    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard.to(device), model=model,
                       total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
     cls = ALGORITHMS[cfg.algorithm.name]
     # each node its own copy: an algorithm may keep state in its params, nodes never share it

@@ -23,6 +23,7 @@ from mcepl.node.factory import all_shards, build_algorithm, build_evaluator, def
 from mcepl.node.links import Delivered, PeerLinks
 from mcepl.node.record import RoundRecord
 from mcepl.node.rounds import RoundCore, RoundError
+from mcepl.node.threads import resolve_threads
 from mcepl.protocol import DataMessage, message_size
 from mcepl.topology import Topology
 
@@ -57,7 +58,8 @@ def run_inprocess(cfg: Config, topo: Topology, *, run_id: str | None = None,
     a user model or data set that does not fit has raised by then), before round 0;
     `on_round(rnd, records)` gets each round's records in JSON form as the round ends."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.run.threads_per_node)  # as each node process does
+    # as each node process of a local launch does (same count, same numbers)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node, topo.num_nodes))
     try:
         return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round, on_ready)
     finally:

@@ -25,6 +25,7 @@ from mcepl.node.lifecycle import Stopped, stop_on_signals, watch_parent
 from mcepl.node.models import weights_digest
 from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
+from mcepl.node.threads import resolve_threads
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
 from mcepl.topology.keys import KeyFileError
@@ -142,7 +143,7 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     user's model or data set named in the config does not import or fit."""
     from mcepl.protocol import encode_control
 
-    torch.set_num_threads(cfg.run.threads_per_node)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node))
     spec = topo.node(node_id)
     peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
     sockets = None

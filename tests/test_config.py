@@ -229,11 +229,18 @@ def test_tiny_cfg_fixture(tiny_cfg, tiny_data_dir: Path) -> None:
 
 
 def test_config_hash_is_pinned() -> None:
-    """Typed params flatten exactly as before: the hash (on the wire, in run ids) is unchanged."""
-    assert config_from_dict({}).hash() == "e3f5855779aab2e0"
-    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "efc470a58f050368"
+    """Typed params flatten exactly as before: the hash (on the wire, in run ids) is unchanged.
+
+    Issue 13 changed defaults (run.threads_per_node and run.eval_batch_size "auto", mcepl's
+    micro_batch "auto"), hence new pins; with the old values given explicitly a config without
+    the new key still hashes as before."""
+    assert config_from_dict({}).hash() == "ddb475d6839aadaf"
+    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "3b0e879a792ed912"
     assert config_from_dict({"algorithm": {"name": "dispfl", "lr": 0.5},
-                             "run": {"codec": "delta"}}).hash() == "00f8ce6d6af8c896"
+                             "run": {"codec": "delta"}}).hash() == "3c45af1b8fd2cdef"
+    old_run = {"threads_per_node": 1, "eval_batch_size": 1000}
+    assert config_from_dict({"algorithm": {"name": "dsgd"},
+                             "run": old_run}).hash() == "efc470a58f050368"
 
 
 def test_config_alone_imports_nothing_above_and_says_what_is_missing() -> None:

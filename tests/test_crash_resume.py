@@ -89,7 +89,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
         log = open(tmp_path / f"node-{i}{'-resumed' if extra else ''}.log", "w")  # noqa: SIM115
         return subprocess.Popen([sys.executable, "-m", "mcepl.node.main", *common, "--id", str(i),
                                  "--collector", collector_addr, "--checkpoint-dir", str(ckpt),
-                                 *key(i), *extra], stdout=log, stderr=subprocess.STDOUT)
+                                 *key(i), *extra], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MCEPL_LOCAL_NODES": "3"})  # 3 share the cores
 
     collector = subprocess.Popen([sys.executable, "-m", "mcepl.launcher.cli", "collect", *common,
                                   "--bind", collector_addr, "--out", str(run_dir),

@@ -7,6 +7,7 @@ evaluated like the built-ins, and every way it can go wrong as one line and exit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,7 +22,12 @@ import torch
 from mcepl.config import ConfigError, config_from_dict, dump_toml, load_config
 from mcepl.launcher.cli import main
 from mcepl.node.data import load_dataset
-from mcepl.node.factory import all_shards, build_shared_model
+from mcepl.node.factory import (
+    all_shards,
+    build_algorithm,
+    build_evaluator,
+    build_shared_model,
+)
 from mcepl.node.inprocess import run_inprocess
 from mcepl.node.models import MaskedModel, build_model, weights_digest
 from mcepl.registry import DATASETS, MODELS, Registry, RegistryError
@@ -96,6 +102,20 @@ USER_CODE = textwrap.dedent('''
         """Data read from `root` (a file the test changes)."""
         x_train, y_train, x_test, y_test = _arrays(int(open(root + "/seed").read()), "float")
         return x_train, y_train, x_test, y_test, CLASSES
+
+
+    def counted(root):
+        """from_root, counting its calls in root/calls."""
+        with open(root + "/calls", "a") as f:
+            f.write("call\\n")
+        return from_root(root)
+
+
+    def bn1d_net(input_shape, num_classes):
+        """BatchNorm1d cannot train on a single sample: nothing may run it in train mode on
+        one (a probe of the model's size, say)."""
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 6),
+                             nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, num_classes))
 
 
     # --- broken on purpose
@@ -202,7 +222,12 @@ def test_hash_covers_the_names_and_the_masked_layers_but_not_where_the_code_lies
     moved = config_from_dict({"model": {"name": "pkg.a:net"},
                               "run": {"python_path": ["/somewhere/else"]}})
     assert moved.hash() == base.hash()
-    assert config_from_dict({}).hash() == "e3f5855779aab2e0"  # older configs keep theirs
+    # configs written before the two keys existed keep their hash: the defaults are left out
+    default = config_from_dict({})
+    d = default.to_dict()
+    assert d["run"].pop("python_path") == [] and d["model"].pop("masked") is None
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    assert default.hash() == hashlib.sha256(blob).hexdigest()[:16]
 
 
 def test_python_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
@@ -334,6 +359,19 @@ def test_builtin_models_unchanged_by_the_patterns() -> None:
                         "classifier.2.weight"]
 
 
+def test_building_a_node_leaves_the_models_statistics_alone(code_dir: Path) -> None:
+    """Building a node's algorithm and evaluator (which size their batches by probing the
+    model) neither trains BatchNorm on one sample nor moves its running statistics."""
+    topo = generate("ring", 3, retention=0.5)
+    for algorithm in ("mcepl", "dsgd"):
+        cfg = user_cfg(code_dir, model="bn1d_net", algorithm={"name": algorithm})
+        shard = all_shards(cfg, topo)[0]
+        fresh = build_shared_model(cfg, shard).module
+        algo = build_algorithm(cfg, topo, 0, shard)
+        build_evaluator(cfg, shard)(algo)
+        assert weights_digest(algo.ctx.model.module) == weights_digest(fresh)
+
+
 # --------------------------------------------------------------------------- data sets
 
 
@@ -352,11 +390,11 @@ def test_user_data_partitioned_like_the_builtins(code_dir: Path) -> None:
         assert set(s.test_y.tolist()) == set(s.labels) and s.digest == ds.digest
         # each training input is one of the loader's, unchanged
         rows = {ds.train_x[i].tobytes() for i in range(len(ds.train_x))}
-        assert all(x.numpy().tobytes() in rows for x in s.train_x)
+        assert all(x.numpy().tobytes() in rows for x in s.train_x[:])
     u8 = user_cfg(code_dir, data="tiny_data_u8")
     s8 = all_shards(u8, topo)[0]
-    assert s8.train_x.dtype == torch.float32
-    assert float(s8.train_x.min()) >= -1.0 and float(s8.train_x.max()) <= 1.0
+    x8 = s8.train_x[:]  # what training sees
+    assert x8.dtype == torch.float32 and float(x8.min()) >= -1.0 and float(x8.max()) <= 1.0
     ds8 = load_dataset(u8.data.dataset, python_path=u8.run.python_path)
     assert ds8.train_x.dtype == np.uint8 and ds8.digest != ds.digest
 
@@ -374,6 +412,46 @@ def test_digest_follows_the_data(code_dir: Path, tmp_path: Path) -> None:
                                             rf"\({a.digest[:16]}\)"):
         load_dataset(f"{MODULE}:from_root", expected_digest=a.digest, **kw)
     assert load_dataset(f"{MODULE}:from_root", expected_digest=b.digest[:16], **kw) is not None
+
+
+def test_user_data_set_through_the_cache(code_dir: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache key of a user data set is the digest of its arrays: the process that calls the
+    loader writes the entry; given the full digest (as the launcher gives its nodes) a process
+    maps the entry without calling the loader; changed data make another entry; a digest whose
+    entry is gone and whose data changed is refused."""
+    from mcepl.node.data import open_dataset
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MCEPL_CACHE_DIR", str(cache))
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "seed").write_text("1")
+    kw = dict(root=str(root), python_path=[str(code_dir)])
+    spec = f"{MODULE}:counted"
+
+    def calls() -> int:
+        return (root / "calls").read_text().count("\n")
+
+    a = open_dataset(spec, **kw)
+    assert calls() == 1 and a.digest is not None
+    entry = cache / f"user-{MODULE}_counted-{a.digest[:16]}"
+    assert (entry / "manifest.json").is_file()
+    b = open_dataset(spec, expected_digest=a.digest, **kw)
+    assert calls() == 1 and b.digest == a.digest  # mapped, the loader not called
+    assert isinstance(b.train_x, np.memmap) and b.train_x.dtype == np.float32
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    (root / "seed").write_text("2")
+    c = open_dataset(spec, **kw)
+    assert calls() == 2 and c.digest != a.digest
+    assert (cache / f"user-{MODULE}_counted-{c.digest[:16]}" / "manifest.json").is_file()
+    import shutil
+
+    shutil.rmtree(entry)
+    with pytest.raises(UserCodeError, match="other data here"):
+        open_dataset(spec, expected_digest=a.digest, **kw)
+    assert calls() == 3
 
 
 def test_loader_root_is_data_root_else_mcepl_data(code_dir: Path, tmp_path: Path,
@@ -475,12 +553,19 @@ COMPARED = ("test_acc", "train_loss", "density", "bytes_sent", "bytes_received",
             "msgs_sent", "msgs_received", "mask_entries")
 
 
-def test_launch_three_nodes_equals_the_inprocess_driver(code_dir: Path, tmp_path: Path) -> None:
+def test_launch_three_nodes_equals_the_inprocess_driver(code_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`mcepl launch` (a real process, started in another directory: the module is found
     through run.python_path) runs the user model on the user data set with 3 node processes
-    for 3 rounds; every number equals the in-process driver's."""
-    cfg_path = _write_cfg(tmp_path / "cfg.toml", code_dir, {"run": {"rounds": 3,
-                                                                    "eval_every": 1}})
+    for 3 rounds; every number equals the in-process driver's. The loader runs once, in the
+    launcher: the nodes map the cache entry of the digest it hands them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "seed").write_text("7")
+    monkeypatch.setenv("MCEPL_CACHE_DIR", str(tmp_path / "cache"))
+    cfg_path = _write_cfg(tmp_path / "cfg.toml", code_dir, {
+        "run": {"rounds": 3, "eval_every": 1},
+        "data": {"dataset": f"{MODULE}:counted", "root": str(data)}})
     topo = generate("ring", 3, retention=[0.5, 0.3, 0.7], transport="ipc", ipc_dir=tmp_path)
     save_topology(topo, tmp_path / "topo.json")
     elsewhere = tmp_path / "elsewhere"
@@ -491,6 +576,7 @@ def test_launch_three_nodes_equals_the_inprocess_driver(code_dir: Path, tmp_path
                            "--out", str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=600, cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr
+    assert (data / "calls").read_text() == "call\n"  # the launcher's preflight only
     got = {(r["round"], r["node"]): r for r in map(
         json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())}
     cfg = load_config(cfg_path)
@@ -508,4 +594,5 @@ def test_launch_three_nodes_equals_the_inprocess_driver(code_dir: Path, tmp_path
     assert digests == {weights_digest(model.module)[:16]}
     data = {ln.split("digest ")[-1][:16] for log in logs for ln in log.splitlines()
             if "data set" in ln and "digest" in ln}
-    assert data == {load_dataset(cfg.data.dataset, python_path=cfg.run.python_path).digest[:16]}
+    assert data == {load_dataset(cfg.data.dataset, root=cfg.data.root,
+                                 python_path=cfg.run.python_path).digest[:16]}

@@ -152,7 +152,7 @@ def _volumes(c: Container, *, run_dir: str, results: str, data_source: str,
 
 def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFAULT_IMAGE,
                  build: str | None = ".", data_source: str = f"{HOST_DATASETS_DIR}/fashion-mnist",
-                 results: str = "./results", threads: int = 1, keys: str = "init",
+                 results: str = "./results", threads: int | str = 1, keys: str = "init",
                  code: str | None = None) -> dict[str, Any]:
     """The compose document for a container topology (as made by :func:`container_topology`).
 
@@ -167,7 +167,8 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
     in_topo = f"{CONTAINER_RUN_DIR}/topology.json"
     layout = Layout(collector=f"tcp://{COLLECTOR_SERVICE}:{COLLECTOR_PORT}", secure=secure,
                     topology=f"{CONTAINER_PUBLIC_DIR}/topology.json" if secure else in_topo,
-                    threads=threads, data_hint=data_hint(data_source), code=code is not None)
+                    threads=threads, local_nodes=topo.num_nodes,
+                    data_hint=data_hint(data_source), code=code is not None)
 
     def volumes(c: Container) -> list[str]:
         return _volumes(c, run_dir=run_dir, results=results, data_source=data_source, code=code)

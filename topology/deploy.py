@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcepl.config import LOCAL_NODES_ENV
 from mcepl.userload import is_import_path, parse
 
 from .generators import read_labels_file
@@ -90,7 +91,8 @@ class Layout:
     secure: bool = True
     topology: str = f"{CONTAINER_RUN_DIR}/topology.json"
     config: str = f"{CONTAINER_RUN_DIR}/config.toml"
-    threads: int = 1
+    threads: int | str = 1  # an int, or "auto": each node's share of the host's cores
+    local_nodes: int = 1  # node containers sharing one host ("auto" threads divide by it)
     data_hint: str = ""
     results: str = CONTAINER_RESULTS_DIR
     code: bool = False
@@ -110,7 +112,9 @@ def node_container(layout: Layout, node_id: int) -> Container:
         args.append("--insecure")  # plaintext is an explicit choice (mcepl node refuses else)
     if layout.code:
         mounts.append(Mount(CODE, CONTAINER_CODE_DIR))
-    env = {"MCEPL_DATA": CONTAINER_DATA_DIR, "OMP_NUM_THREADS": str(layout.threads)}
+    env = {"MCEPL_DATA": CONTAINER_DATA_DIR,
+           **({"OMP_NUM_THREADS": str(layout.threads)} if isinstance(layout.threads, int)
+              else {LOCAL_NODES_ENV: str(layout.local_nodes)})}
     if layout.data_hint:
         env[DATA_HINT_ENV] = layout.data_hint
     return Container(args=args, env=env, mounts=mounts, node=node_id)

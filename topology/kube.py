@@ -261,8 +261,10 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
         ctopo = with_public_keys(ctopo, {i: kp.public for i, kp in pairs.items()
                                          if i != COLLECTOR}, pairs[COLLECTOR].public)
         secret_texts = {i: secret_key_text(kp, i) for i, kp in pairs.items()}
+    # a Pod asks for whole cores; "auto" (a share of one machine's cores) means one thread here
+    threads = cfg.run.threads_per_node if isinstance(cfg.run.threads_per_node, int) else 1
     layout = Layout(collector=f"tcp://{name}-collector:{COLLECTOR_PORT}",
-                    secure=bool(secret_texts), threads=cfg.run.threads_per_node,
+                    secure=bool(secret_texts), threads=threads,
                     data_hint=data_hint(data), results=f"{CONTAINER_RESULTS_DIR}/{name}",
                     code=code_volume is not None)
     files_cm = f"{name}-files"
@@ -335,7 +337,7 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
                         "limits": {"memory": f"{2 * COLLECTOR_MEMORY_MIB}Mi"}},
                        {}, COLLECTOR_PORT))
     req, lim = memory_mib(cfg.model.name)
-    cpu = str(cfg.run.threads_per_node)
+    cpu = str(threads)
     for n in ctopo.nodes:
         labels = {**app, "app.kubernetes.io/component": "node", "mcepl/node": str(n.id)}
         objects.append(job(f"{name}-node-{n.id}", labels, node_container(layout, n.id), "node",
