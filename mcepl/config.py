@@ -42,7 +42,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "small-cnn"
-    weight_init: str = "default"
+    weight_init: str = "kaiming-normal-scaled"  # models.DEFAULT_WEIGHT_INIT (no torch import here)
     logit_elu: bool = False
 
 

@@ -13,7 +13,7 @@ import torch
 from mcepl.config import Config
 from mcepl.node.algorithms import ALGORITHMS, Algorithm, NodeContext
 from mcepl.node.data import Shard, load_all_shards, load_shard, read_label_assignment
-from mcepl.node.models import MaskedModel, build_model
+from mcepl.node.models import MaskedModel, build_model, is_retention_scaled
 from mcepl.topology import Topology, dumps_topology
 
 
@@ -66,7 +66,8 @@ def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> 
     device = resolve_device(cfg.run.device)
     module = build_model(cfg.model.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
                          weight_init=cfg.model.weight_init, logit_elu=cfg.model.logit_elu)
-    model = MaskedModel(module).to(device)
+    scaled = is_retention_scaled(cfg.model.weight_init)
+    model = MaskedModel(module, retention_scaled=scaled).to(device)
     ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
                       total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
     cls = ALGORITHMS[cfg.algorithm.name]

@@ -52,11 +52,11 @@ class MaskParams:
                              f"{', '.join(INIT_NEIGHBOR_MASKS)}")
 
 
-def masked_loss_grads(ctx: NodeContext, masks: dict[str, torch.Tensor], x: torch.Tensor,
-                      y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+def masked_loss_grads(ctx: NodeContext, w: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                      x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
     """Cross-entropy of the model v = w ⊙ m on (x, y), and dL/dv for every masked layer."""
     model = ctx.model
-    v = {n: t.detach().requires_grad_(True) for n, t in model.masked_weights(masks).items()}
+    v = {n: t.detach().requires_grad_(True) for n, t in model.masked_weights(masks, w).items()}
     model.module.train()
     loss = F.cross_entropy(model.forward(x, v), y)
     grads = torch.autograd.grad(loss, list(v.values()))
@@ -77,6 +77,8 @@ class IndMask(Algorithm):
         self.layers = list(model.names)
         self.z = {n: kaiming_uniform_like(model.w[n], gen).to(dev) for n in self.layers}
         self.r = {n: self._retention(n) for n in self.layers}
+        # the node's fixed weights: the shared w, scaled by 1/sqrt(r) under a "-scaled" init
+        self.w = model.fixed_weights(self.r)
         self.a_prev = {n: torch.zeros_like(self.z[n]) for n in self.layers}
         self.m = {n: self._mask(n, self.z[n], None) for n in self.layers}
         self.g: dict[str, torch.Tensor] = {}
@@ -102,11 +104,11 @@ class IndMask(Algorithm):
         idx = self.sampler.next()
         x = ctx.shard.train_x[idx].to(ctx.device)
         y = ctx.shard.train_y[idx].to(ctx.device)
-        loss, dl_dv = masked_loss_grads(ctx, self.m, x, y)
+        loss, dl_dv = masked_loss_grads(ctx, self.w, self.m, x, y)
         self.last_loss = loss
         for n in self.layers:
             z = self.z[n]
-            g = M.straight_through_grad(dl_dv[n], ctx.model.w[n], z)
+            g = M.straight_through_grad(dl_dv[n], self.w[n], z)
             if p.group_lasso:
                 g = g + p.group_lasso * M.group_lasso_grad(z)
             if p.weight_decay:
@@ -121,7 +123,7 @@ class IndMask(Algorithm):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.ctx.model.module.eval()
         with torch.no_grad():
-            return self.ctx.model.forward(x, self.ctx.model.masked_weights(self.m))
+            return self.ctx.model.forward(x, self.ctx.model.masked_weights(self.m, self.w))
 
     def stats(self) -> dict[str, float]:
         kept = sum(int(m.sum()) for m in self.m.values())

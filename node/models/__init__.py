@@ -13,32 +13,61 @@ from .masking import MASKABLE, MaskedModel
 from .small_cnn import SmallCNN
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"alexnet": AlexNet, "small-cnn": SmallCNN}
-WEIGHT_INITS = ("default", "uniform", "kaiming-normal")
+
+DEFAULT_WEIGHT_INIT = "kaiming-normal-scaled"
+WEIGHT_INITS = ("kaiming-normal-scaled", "signed-constant-scaled", "kaiming-normal",
+                "signed-constant", "default", "uniform")
+"""How the shared fixed weights `w` of the masked layers are drawn (biases always PyTorch's):
+
+- "kaiming-normal": N(0, 2 / fan_in) (He et al. 2015);
+- "signed-constant": ±sqrt(2 / fan_in), the signs of the kaiming-normal draw (Zhou et al. 2019,
+  Ramanujan et al. 2020 "edge-popup");
+- "...-scaled": the same `w`, and a node that keeps a random or learned fraction r_l of layer l
+  sees w_l / sqrt(r_l), so the kept fan-in has the kaiming variance whatever r (edge-popup's
+  scaled fan-in); see `MaskedModel.scale`;
+- "default": PyTorch's own layer init (kaiming-uniform, a = sqrt 5), the authors' code;
+- "uniform": U[-1, 1], the paper's Fig. 4 check.
+"""
+
+
+def is_retention_scaled(weight_init: str) -> bool:
+    return weight_init.endswith("-scaled")
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int,
-                weight_init: str = "default", logit_elu: bool = False) -> nn.Module:
+                weight_init: str = DEFAULT_WEIGHT_INIT, logit_elu: bool = False) -> nn.Module:
     """Build the shared network. Same name, shape and seed give bit-identical weights anywhere.
 
     The global RNG is forked, so building a model never disturbs anything else's randomness.
-    `weight_init`: "default" (PyTorch's own init, as the authors' code), "uniform" (U[-1, 1] on
-    masked weights, as the paper's Fig. 4 check) or "kaiming-normal" (masked weights).
+    `weight_init` is one of WEIGHT_INITS; the "-scaled" inits build the same module as their
+    unscaled names (the 1/sqrt(r) factor is applied per node, see `MaskedModel.fixed_weights`).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if weight_init not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {WEIGHT_INITS}")
+        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of "
+                         f"{', '.join(WEIGHT_INITS)}")
+    base = weight_init.removesuffix("-scaled")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes,
                              logit_elu=logit_elu)
         for sub in model.modules():
             if isinstance(sub, MASKABLE):
-                if weight_init == "uniform":
-                    nn.init.uniform_(sub.weight, -1.0, 1.0)
-                elif weight_init == "kaiming-normal":
-                    nn.init.kaiming_normal_(sub.weight, nonlinearity="relu")
+                _init_weight(sub.weight, base)
     return model
+
+
+def _init_weight(w: torch.Tensor, base: str) -> None:
+    if base == "default":
+        return
+    if base == "uniform":
+        nn.init.uniform_(w, -1.0, 1.0)
+        return
+    nn.init.kaiming_normal_(w, nonlinearity="relu")  # std = sqrt(2 / fan_in)
+    if base == "signed-constant":
+        with torch.no_grad():
+            w.copy_(torch.sign(w) * math.sqrt(2.0 / w[0].numel()))
 
 
 def kaiming_uniform_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,4 +77,5 @@ def kaiming_uniform_like(t: torch.Tensor, generator: torch.Generator) -> torch.T
     return out.to(t.device)
 
 
-__all__ = ["AlexNet", "SmallCNN", "MaskedModel", "MODELS", "build_model", "kaiming_uniform_like"]
+__all__ = ["AlexNet", "SmallCNN", "MaskedModel", "MODELS", "DEFAULT_WEIGHT_INIT", "WEIGHT_INITS",
+           "build_model", "is_retention_scaled", "kaiming_uniform_like"]
