@@ -100,19 +100,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lines = ["| method | init | lr | final mean acc | best mean acc (round) | wall s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | init | lr | final mean acc | best mean acc (round) | final mean acc by r "
+             "| wall s |", "|---|---|---|---|---|---|---|"]
     for spec, method, params in runs:
         for init in inits:
             cfg = config(args, init, method, params)
             t0 = time.perf_counter()
-            res = run_inprocess(cfg, topology(args, method))
+            topo = topology(args, method)
+            res = run_inprocess(cfg, topo)
             wall = time.perf_counter() - t0
             evals = sorted({r["round"] for r in res.records if "test_acc" in r})
             accs = {k: res.mean_acc(k) for k in evals}
             best = max(evals, key=lambda k: accs[k])
+            by_r: dict[float, list[float]] = {}
+            for rec in res.records:
+                if rec["round"] == evals[-1]:
+                    by_r.setdefault(topo.node(rec["node"]).retention, []).append(rec["test_acc"])
+            per_r = ", ".join(f"{r:g}: {sum(v) / len(v):.3f}" for r, v in sorted(by_r.items()))
             lines.append(f"| {spec} | {init} | {cfg.algorithm.params['lr']:g} | "
-                         f"{accs[evals[-1]]:.4f} | {accs[best]:.4f} ({best}) | {wall:.0f} |")
+                         f"{accs[evals[-1]]:.4f} | {accs[best]:.4f} ({best}) | {per_r} | "
+                         f"{wall:.0f} |")
             print(lines[-1], flush=True)
     setting = (f"setting: {args.model}, {args.adjacency or f'ER(0.5), {args.nodes} nodes'}, "
                f"labels {args.labels_file or f'{args.labels_per_node} per node'}, retention "
