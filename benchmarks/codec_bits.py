@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import mcepl.node.inprocess as inprocess
+import mcepl.node.links as links
 from mcepl.config import load_config
 from mcepl.node.factory import build_algorithm, node_shard
 from mcepl.protocol import (
@@ -48,7 +49,7 @@ def record_masks(cfg, topo) -> tuple[dict[int, list[tuple[int, Payload]]], list[
     """Train in-process; return what each node sent, per round (one copy per round), and the
     run's per-node records."""
     sent: dict[int, list[tuple[int, Payload]]] = defaultdict(list)
-    real = inprocess.encode_payload
+    real = links.encode_payload  # PeerLinks encodes for both drivers
 
     def spy(payload: Payload, **kw: Any) -> list[bytes]:
         node, rnd = kw["sender"], kw["round"]
@@ -57,11 +58,11 @@ def record_masks(cfg, topo) -> tuple[dict[int, list[tuple[int, Payload]]], list[
                                                            payload.tensors.items()})))
         return real(payload, **kw)
 
-    inprocess.encode_payload = spy
+    links.encode_payload = spy
     try:
         result = inprocess.run_inprocess(cfg, topo)
     finally:
-        inprocess.encode_payload = real
+        links.encode_payload = real
     return sent, result.records
 
 

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from mcepl.cli import run_inprocess_to_dir
 from mcepl.config import config_from_dict
+from mcepl.launcher.inprocess import run_inprocess_to_dir
 from mcepl.node.algorithms import ALGORITHMS
 from mcepl.topology import PAPER_RETENTION, Topology, generate
 

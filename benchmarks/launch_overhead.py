@@ -16,10 +16,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from mcepl.cli import default_topology, run_inprocess_to_dir
 from mcepl.config import load_config
+from mcepl.launcher.inprocess import run_inprocess_to_dir
 from mcepl.launcher.launch import launch
 from mcepl.launcher.report import read_metrics
+from mcepl.launcher.resolve import default_topology
 
 
 def round_times(records: list[dict]) -> list[float]:
@@ -45,7 +46,7 @@ def main() -> None:
         algorithm={"name": args.algorithm})
     topo = default_topology(cfg, args.nodes, args.transport, args.algorithm)
 
-    net = launch(cfg, topo, out / "networked", quiet=True)
+    net = launch(cfg, topo, out / "networked", quiet=True, auto_ports=True)
     inproc = run_inprocess_to_dir(cfg, topo, out / "inprocess", quiet=True)
     t_net = round_times(read_metrics(out / "networked"))
     t_in = round_times(read_metrics(out / "inprocess"))

@@ -13,9 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
-from mcepl.cli import default_topology, run_inprocess_to_dir
 from mcepl.config import load_config
+from mcepl.launcher.inprocess import run_inprocess_to_dir
 from mcepl.launcher.report import plot_accuracy, plot_accuracy_vs_bytes, read_metrics
+from mcepl.launcher.resolve import default_topology
 from mcepl.topology import generate
 
 

@@ -11,12 +11,13 @@ exactly from the reports:
 
 Connections: node i's DEALER -> node j's ROUTER carries i's data and handshake hello to j one way
 and j's handshake ack the other way (records' `peer_bytes`: kinds data/control at i, ack at j);
+the run is plaintext (`--insecure`) so the capture can be parsed: CURVE would encrypt it;
 node i's PUSH -> collector's PULL carries i's metrics records (each states its own size,
 `bytes_sent_metrics`) and its bye (the collector's `collector.json`) one way and only the greeting
 and READY the other. Connections are attributed by parsing the captured streams (the DEALER's
-READY names its identity = node id; the first metrics message names its sender); the capture is
-reassembled by TCP sequence number, so a retransmission would not be double counted (their
-bytes are reported separately).
+READY names its identity, "<node id>-<hex>"; the first metrics message names its sender); the
+capture is reassembled by TCP sequence number, so a retransmission would not be double
+counted (their bytes are reported separately).
 
 Needs root (or CAP_NET_RAW) and tcpdump (`apt-get install -y tcpdump`).
 
@@ -42,10 +43,10 @@ from typing import Any
 import msgpack
 
 import mcepl.launcher.launch as launch_mod
-from mcepl.cli import free_base_port
 from mcepl.config import load_config
 from mcepl.launcher.collector import Collector
 from mcepl.launcher.report import read_metrics
+from mcepl.launcher.resolve import free_base_port
 from mcepl.protocol import parse_peer_bytes
 from mcepl.protocol.accounting import ZMTP_GREETING, zmtp_frame_header, zmtp_ready
 from mcepl.topology import generate
@@ -215,8 +216,8 @@ def main() -> int:
     node_ports = {base + i: i for i in range(args.nodes)}
     cport = free_port()
     # the launcher binds its collector on a random port; pin it so the capture filter names it
-    launch_mod.Collector = lambda run_dir, run_id, n: Collector(  # type: ignore[assignment]
-        run_dir, run_id, n, bind=f"tcp://127.0.0.1:{cport}")
+    launch_mod.Collector = lambda run_dir, run_id, n, **kw: Collector(  # type: ignore[assignment]
+        run_dir, run_id, n, bind=f"tcp://127.0.0.1:{cport}", **kw)
 
     pcap = out / "capture.pcap"
     flt = f"tcp and (portrange {base}-{base + args.nodes - 1} or port {cport})"
@@ -230,7 +231,7 @@ def main() -> int:
         return 2
     print(f"capturing on lo: {flt}", flush=True)
     try:
-        res = launch_mod.launch(cfg, topo, out / "run", quiet=True)
+        res = launch_mod.launch(cfg, topo, out / "run", quiet=True, secure=False)
     finally:
         time.sleep(1.0)  # let the last segments and FINs be written
         dump.send_signal(signal.SIGINT)
@@ -250,10 +251,11 @@ def main() -> int:
         nback = len(zmtp_parse(back.stream())["frames"]) if back.segments else 0
         if dport in node_ports:
             j = node_ports[dport]
-            i = int(fz["props"]["Identity"])
+            identity = fz["props"]["Identity"]
+            i = int(identity.split(b"-")[0])
             data, control = per_link[i, j, "data"], per_link[i, j, "control"]
             ack = per_link[j, i, "ack"]
-            exp_fwd = (ZMTP_GREETING + zmtp_ready("DEALER", str(i).encode()) + data[0] + data[1]
+            exp_fwd = (ZMTP_GREETING + zmtp_ready("DEALER", identity) + data[0] + data[1]
                        + control[0] + control[1])
             exp_back = ZMTP_GREETING + zmtp_ready("ROUTER", b"") + ack[0] + ack[1]
             rows.append((f"node {i} DEALER -> node {j} ROUTER", i, j, data[0] + control[0],

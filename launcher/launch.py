@@ -1,12 +1,16 @@
 """`mcepl launch`: start one node process per topology entry on this machine and gather metrics.
 
-Creates the run directory (config.toml, topology.json, metrics.jsonl, summary.json, plots, logs/),
-shows progress, stops every child on Ctrl-C or as soon as one fails, and exits non-zero with
-that node's error.
+Claims the run directory (run.json, config.toml, topology.json, metrics.jsonl, summary.json,
+plots, logs/), reserves every node's address before any node starts (launcher/ports.py), makes
+fresh CURVE keys for the run unless told `secure=False`, shows progress, stops every child on
+Ctrl-C, SIGTERM or SIGHUP (what was collected is summarised and kept, status "interrupted") or
+as soon as one fails, and exits non-zero with that node's error. Nodes are given the launcher's
+pid and stop by themselves when it is gone (node/lifecycle.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,18 +19,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcepl.config import Config, dump_toml
-from mcepl.launcher.collector import Collector
+from mcepl.config import Config
+from mcepl.launcher.collector import Collector, CollectorKeys, Observer
+from mcepl.launcher.ports import PortError, Reservation, reserve
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
+from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
 from mcepl.node.factory import default_run_id, node_shard
-from mcepl.topology import Topology, save_topology
-from mcepl.topology.keys import generate_keys, key_paths
+from mcepl.node.lifecycle import Stopped, ignore_signals, stop_on_signals
+from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
+from mcepl.topology import Topology, TopologyError
+from mcepl.topology.keys import COLLECTOR, generate_keys, key_paths, load_secret_key
 
 
 class LaunchError(RuntimeError):
     """A node (or the launcher itself) failed; the message says which and why."""
+
+
+class LaunchInterrupted(LaunchError):
+    """The launch was stopped by Ctrl-C, SIGTERM or SIGHUP; what was collected is kept."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -37,11 +53,14 @@ class LaunchResult:
 
 
 def node_command(i: int, run_dir: Path, collector: str, run_id: str,
-                 key: Path | None = None) -> list[str]:
-    return [sys.executable, "-m", "mcepl.node.main", "--topology", str(run_dir / "topology.json"),
-            "--config", str(run_dir / "config.toml"), "--id", str(i), "--collector", collector,
-            "--run-id", run_id, "--checkpoint-dir", str(run_dir / "checkpoints"),
-            *(["--key", str(key)] if key is not None else [])]
+                 key: Path | None = None, listen_fd: int | None = None) -> list[str]:
+    rd = RunDir(Path(run_dir))
+    return [sys.executable, "-m", "mcepl.node.main", "--topology", str(rd.topology),
+            "--config", str(rd.config), "--id", str(i), "--collector", collector,
+            "--run-id", run_id, "--checkpoint-dir", str(rd.checkpoints),
+            "--parent", str(os.getpid()),
+            *(["--key", str(key)] if key is not None else ["--insecure"]),
+            *(["--listen-fd", str(listen_fd)] if listen_fd is not None else [])]
 
 
 def _last_line(path: Path) -> str:
@@ -51,6 +70,20 @@ def _last_line(path: Path) -> str:
         return ""
     errors = [ln for ln in lines if "error:" in ln]
     return (errors or lines or [""])[-1]
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_description(i: int, code: int) -> str:
+    """"node 2 died (signal 9, SIGKILL)" or "node 2 failed (exit 1)"."""
+    if code < 0:
+        return f"node {i} died (signal {-code}, {_signal_name(-code)})"
+    return f"node {i} failed (exit {code})"
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
@@ -72,45 +105,91 @@ def preflight(cfg: Config, topo: Topology) -> None:
     try:
         node_shard(cfg, topo, 0)
     except (DatasetError, ValueError, OSError) as exc:
+        raise LaunchError(" ".join(str(exc).split())) from None
+
+
+def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool = False,
+           run_id: str | None = None, secure: bool = True, auto_ports: bool = False,
+           observer: Observer | None = None) -> LaunchResult:
+    """Run the whole network locally; returns the summary, raises LaunchError on a node failure
+    (LaunchInterrupted on Ctrl-C, SIGTERM or SIGHUP, after writing the summary).
+
+    ``secure`` (the default): a fresh CURVE key pair per node and one for the collector in
+    ``run_dir/keys`` (secret files 0600), public keys in the run's topology.json, each node given
+    its secret key (``--key``); False runs plaintext (``--insecure``). ``auto_ports``: the
+    launcher picks free ports (tcp) or a private socket directory (ipc) itself; otherwise the
+    topology's addresses are reserved as they are. ``run_dir`` may be a RunDir already claimed.
+    ``observer`` (e.g. the dashboard) gets what the collector gets, and ("failed", i,
+    {"reason"}) when node i's process ends with an error."""
+    if topo.secure and not secure:
+        raise LaunchError("--insecure, but the topology has CURVE public keys: remove them, or "
+                          "launch securely (fresh keys are made for the run)")
+    try:
+        rd = RunDir.create(run_dir, cfg, logs=True)
+    except RunDirError as exc:
         raise LaunchError(str(exc)) from None
+    try:
+        reservation = reserve(topo, auto_ports)
+    except PortError as exc:
+        rd.abandon()  # nothing ran: the same --out can be used again
+        raise LaunchError(str(exc)) from None
+    with reservation:
+        return _launch(cfg, reservation.topology, rd, reservation, quiet=quiet, run_id=run_id,
+                       secure=secure, observer=observer)
 
 
-def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
-           run_id: str | None = None, secure: bool = False) -> LaunchResult:
-    """Run the whole network locally; returns the summary, raises LaunchError on a node failure.
+def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure: bool,
+             observer: Observer | None) -> tuple[Topology, str, Collector]:
+    """Keys, topology.json, the data check and the collector: everything before the first node
+    starts. On a failure here the run directory is given back (`RunDir.abandon`)."""
+    try:
+        try:
+            if secure:
+                topo = generate_keys(topo, rd.keys)
+            rd.write_topology(topo)
+        except (TopologyError, RunDirError) as exc:
+            raise LaunchError(str(exc)) from None
+        run_id = run_id or default_run_id(cfg, topo)
+        preflight(cfg, topo)
+        keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys,
+                                                                           COLLECTOR)[1]))
+                if secure else None)
+        try:
+            collector = Collector(rd.path, run_id, topo.num_nodes, observer=observer, keys=keys)
+        except RuntimeError as exc:
+            raise LaunchError(str(exc)) from None
+    except BaseException:
+        rd.abandon()
+        raise
+    return topo, run_id, collector
 
-    ``secure``: a fresh CURVE key pair per node in ``run_dir/keys`` (secret files 0600), public
-    keys in the run's topology.json, each node given its secret key (``--key``)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").exists():
-        raise LaunchError(f"{run_dir} already holds a run (metrics.jsonl); choose another --out")
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dump_toml(cfg))
-    if secure:
-        topo = generate_keys(topo, run_dir / "keys")
-    elif topo.secure:
-        raise LaunchError("the topology has CURVE public keys, but a local launch only knows the "
-                          "secret keys it makes itself: pass --secure (fresh keys in "
-                          f"{run_dir / 'keys'}) or remove the public_key entries")
-    save_topology(topo, run_dir / "topology.json")
-    run_id = run_id or default_run_id(cfg, topo)
-    preflight(cfg, topo)
-    collector = Collector(run_dir, run_id, topo.num_nodes)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
+
+def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *, quiet: bool,
+            run_id: str | None, secure: bool, observer: Observer | None) -> LaunchResult:
+    run_dir = rd.path
+    topo, run_id, collector = _prepare(cfg, topo, rd, run_id, secure, observer)
+    threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+           LOCAL_NODES_ENV: str(topo.num_nodes)}
     procs: list[subprocess.Popen] = []
     logs = []
     t0 = time.perf_counter()
     progress = Progress(cfg.run.rounds, topo.num_nodes, enabled=not quiet)
     failure: str | None = None
+    interrupted: int | None = None
+    restore = stop_on_signals()
     try:
         for n in topo.nodes:
-            log = open(run_dir / "logs" / f"node-{n.id}.log", "w")  # noqa: SIM115
+            log = open(rd.node_log(n.id), "w")  # noqa: SIM115
             logs.append(log)
-            key = key_paths(run_dir / "keys", n.id)[1] if secure else None
+            key = key_paths(rd.keys, n.id)[1] if secure else None
+            fd = reservation.fd(n.id)
             procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
-                                                       key),
+                                                       key, fd),
                                           stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True))
+                                          start_new_session=True,
+                                          pass_fds=(fd,) if fd is not None else ()))
+            reservation.handed_over(n.id)
         with progress:
             while True:
                 collector.poll(200)
@@ -120,10 +199,15 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
                 bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
                 if failed or bad:
                     i = min(failed) if failed else bad[0]
-                    why = failed.get(i) or _last_line(run_dir / "logs" / f"node-{i}.log")
                     code = codes[i]
-                    failure = (f"node {i} failed" + (f" (exit {code})" if code else "")
-                               + f": {why}  [log: {run_dir / 'logs' / f'node-{i}.log'}]")
+                    if code is not None and code < 0:  # killed: its log has no error line
+                        failure = f"{exit_description(i, code)}  [log: {rd.node_log(i)}]"
+                    else:
+                        why = failed.get(i) or _last_line(rd.node_log(i))
+                        failure = (f"node {i} failed" + (f" (exit {code})" if code else "")
+                                   + f": {why}  [log: {rd.node_log(i)}]")
+                    if observer is not None:
+                        observer("failed", i, {"reason": failure})
                     break
                 if all(c == 0 for c in codes):
                     deadline = time.monotonic() + 5.0
@@ -131,18 +215,32 @@ def launch(cfg: Config, topo: Topology, run_dir: Path, *, quiet: bool = False,
                         collector.poll(200)
                     progress.update(collector.state)
                     break
+    except Stopped as exc:
+        interrupted = exc.signum
+        failure = f"interrupted ({exc.name}); metrics received so far are in metrics.jsonl"
     except KeyboardInterrupt:
+        interrupted = signal.SIGINT
         failure = "interrupted (Ctrl-C); metrics received so far are in metrics.jsonl"
     finally:
-        _stop(procs)
-        collector.poll(100)
-        collector.close()
-        for log in logs:
-            log.close()
+        restore()
+        unignore = ignore_signals()  # a second Ctrl-C or SIGTERM must not cut this short
+        try:
+            _stop(procs)
+            collector.poll(100)
+            collector.close()
+            for log in logs:
+                log.close()
+        finally:
+            unignore()
     wall = time.perf_counter() - t0
     extra = {"algorithm": cfg.algorithm.name, "wall_s": wall, "run_id": run_id,
-             "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok"}
-    summary = write_report(run_dir, extra) if (run_dir / "metrics.jsonl").stat().st_size else {}
+             "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok",
+             "secure": secure}
+    summary = write_report(run_dir, extra) if rd.metrics.stat().st_size else {}
+    if interrupted is not None:
+        if not summary:  # nothing arrived yet: still say what happened
+            (run_dir / "summary.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
+        raise LaunchInterrupted(failure or "interrupted", interrupted)
     if failure:
         raise LaunchError(failure)
     if not quiet:

@@ -33,12 +33,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mcepl import jsonio  # noqa: E402
+from mcepl.node.record import RecordError, RoundRecord  # noqa: E402
 from mcepl.protocol import binary_entropy, parse_peer_bytes  # noqa: E402
 from mcepl.protocol.accounting import zmtp_frame_header  # noqa: E402
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Records of metrics.jsonl; a torn last line (crash mid-write) is skipped, not fatal."""
+def read_records(run_dir: Path) -> list[RoundRecord]:
+    """The records of metrics.jsonl; a torn last line (crash mid-write) or a record that does
+    not read as a RoundRecord is skipped with a warning, not fatal."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
@@ -47,10 +50,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            out.append(RoundRecord.from_json(jsonio.loads(line)))
+        except (json.JSONDecodeError, jsonio.JSONLimitError):
             print(f"warning: {path}:{i}: unreadable line skipped")
+        except RecordError as exc:
+            print(f"warning: {path}:{i}: record skipped: {exc}")
     return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """`read_records` in JSON form (the flat dicts the summaries and plots read)."""
+    return [r.to_json() for r in read_records(run_dir)]
 
 
 def accuracy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, int]]:
@@ -114,8 +124,9 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
     data = training payload (`bytes_sent`, `bytes_received`: the messages the rounds used),
     control = handshake, metrics = the records pushed to the collector (each record states its
-    own message size), framing = the ZMTP headers ZeroMQ put around the frames sent (metrics
-    included)."""
+    own message size) and the "waiting for" status messages (`bytes_sent_status`), framing =
+    the ZMTP headers ZeroMQ put around the frames sent (records included; status messages, 2
+    bytes each, are not)."""
     out: dict[int, dict[str, Any]] = {}
     rounds: dict[int, int] = defaultdict(int)
     for r in records:
@@ -127,7 +138,7 @@ def bytes_per_node(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         n["control_sent"] += _int(r, "bytes_sent_control")
         n["control_received"] += _int(r, "bytes_received_control")
         m = _int(r, "bytes_sent_metrics")
-        n["metrics_sent"] += m
+        n["metrics_sent"] += m + _int(r, "bytes_sent_status")
         n["mask_entries"] += _int(r, "mask_entries")
         n["mask_bytes"] += _int(r, "mask_bytes")
         framing = sum(f for (_, _), (_, _, f) in _peers(r).items())
@@ -259,7 +270,7 @@ def write_report(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str
     old = run_dir / "summary.json"
     base = json.loads(old.read_text()) if old.exists() and extra is None else {}
     keep = {k: base[k] for k in ("algorithm", "wall_s", "run_id", "model", "dataset", "status",
-                                 "driver") if k in base}
+                                 "driver", "secure") if k in base}
     cfg = run_config(run_dir)
     from_cfg = {"codec": cfg.get("run", {}).get("codec", "raw")} if cfg else {}
     if cfg and "algorithm" not in keep and "name" in cfg.get("algorithm", {}):
@@ -381,8 +392,8 @@ def markdown_report(s: dict[str, Any], run_dir: Path) -> str:
         lines.append(f"| {kind} | {v.get('sent', '')} | {v.get('received', '')} |")
     col = s.get("collector_received")
     if col:
-        lines.append(f"| metrics at the collector (records + bye) | | "
-                     f"{sum(c['metrics'] + c['bye'] for c in col.values())} |")
+        lines.append(f"| metrics at the collector (records + status + bye) | | "
+                     f"{sum(c['metrics'] + c['bye'] + c.get('status', 0) for c in col.values())} |")
     lines += ["", "## Bytes per node", "", _node_table_md(s.get("bytes_per_node", {}), s), "",
               "## Accuracy", "", "| round | mean accuracy | nodes |", "|---|---|---|"]
     lines += [f"| {c['round']} | {c['mean_acc']:.4f} | {c['nodes']} |"

@@ -2,7 +2,13 @@
 
 Unknown keys and wrongly typed values are errors that name the file, section and key. The
 algorithm section's keys are checked against the chosen algorithm's own `Params` dataclass, so
-each algorithm declares its hyper-parameters (and the paper's defaults) in one place.
+each algorithm declares its hyper-parameters (and the paper's defaults) in one place; the
+validated `Params` instance is what `Config.algorithm.params` holds.
+
+This module is the bottom of the stack: it imports nothing from `node`, `launcher`, `topology`
+or `protocol`. Names (algorithm, model, data set, partition, weight init, mask codec) are checked
+against the registries of `mcepl.registry`, which the modules owning those objects fill when
+they are imported (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -10,12 +16,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mcepl import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +35,16 @@ else:  # pragma: no cover
 
 class ConfigError(ValueError):
     """A config problem, in one line that names the file and key."""
+
+
+INT_MAX = 2**63 - 1  # every integer must fit a signed 64-bit value (numpy, msgpack, torch)
+LOCAL_NODES_ENV = "MCEPL_LOCAL_NODES"  # node processes sharing this machine ("auto" threads)
+THREADS_PER_CORE = 4  # run.threads_per_node may be at most this many times the cores
+
+
+def max_threads() -> int:
+    """The most torch threads a node may ask for on this machine."""
+    return max(1, os.cpu_count() or 1) * THREADS_PER_CORE
 
 
 @dataclass
@@ -52,8 +72,8 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 25
     device: str = "cpu"
-    threads_per_node: int = 1
-    eval_batch_size: int = 1000
+    threads_per_node: int | str = "auto"  # "auto": the usable cores / nodes on this machine
+    eval_batch_size: int | str = "auto"  # "auto": sized to the model on a CPU, 2048 on a GPU
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
     checkpoint: bool = True  # each node writes its state after every round (for --resume)
@@ -63,7 +83,13 @@ class RunConfig:
 @dataclass
 class AlgorithmConfig:
     name: str = "mcepl"
-    params: dict[str, Any] = field(default_factory=dict)
+    # the algorithm's own `Params` dataclass instance, validated (None only in a bare
+    # `Config()` built without `config_from_dict`: then every parameter is the default)
+    params: Any = None
+
+    def params_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (TOML, JSON, the config hash)."""
+        return {} if self.params is None else dataclasses.asdict(self.params)
 
 
 @dataclass
@@ -75,7 +101,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Fully resolved, TOML/JSON-friendly form (algorithm defaults filled in)."""
-        algo = {"name": self.algorithm.name, **self.algorithm.params}
+        algo = {"name": self.algorithm.name, **self.algorithm.params_dict()}
         return {
             "data": dataclasses.asdict(self.data),
             "model": dataclasses.asdict(self.model),
@@ -132,8 +158,14 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         if not isinstance(val, allowed):
             raise ConfigError(f"{where}.{key}: expected {_type_names(allowed)}, "
                               f"got {type(val).__name__} {val!r}")
+        if isinstance(val, int) and not isinstance(val, bool) and not -INT_MAX - 1 <= val \
+                <= INT_MAX:
+            raise ConfigError(f"{where}.{key}: an integer of {val.bit_length()} bits does not "
+                              "fit in 64 bits")
         if float in allowed and isinstance(val, int):
             val = float(val)  # TOML writes 1 for 1.0; keep the declared type
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ConfigError(f"{where}.{key}: must be a finite number, got {val}")
         kwargs[key] = val
     try:
         obj = cls(**kwargs)
@@ -159,13 +191,10 @@ def _check_choice(where: str, value: str, choices: typing.Iterable[str]) -> None
 
 
 def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document into a Config."""
-    from mcepl.node.algorithms import ALGORITHMS
-    from mcepl.node.data import KNOWN_DATASETS as DATASETS
-    from mcepl.node.data import PARTITIONS
-    from mcepl.node.models import MODELS, WEIGHT_INITS
-    from mcepl.protocol import MASK_CODECS
+    """Validate a parsed TOML document into a Config.
 
+    The registries must have been filled (the node layer imported); an empty one raises
+    `mcepl.registry.RegistryError`, a programming error rather than a config error."""
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected a TOML document")
     known = {"data", "model", "algorithm", "run"}
@@ -182,29 +211,37 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     name = algo_d.pop("name", "mcepl")
     if not isinstance(name, str):
         raise ConfigError(f"{source}: algorithm.name: expected str")
-    _check_choice(f"{source}: algorithm.name", name, ALGORITHMS)
-    params = build_dataclass(ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
-    algo = AlgorithmConfig(name=name, params=dataclasses.asdict(params))
+    _check_choice(f"{source}: algorithm.name", name, registry.ALGORITHMS.require())
+    params = build_dataclass(registry.ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
+    algo = AlgorithmConfig(name=name, params=params)
 
-    _check_choice(f"{source}: data.dataset", data.dataset, DATASETS)
-    _check_choice(f"{source}: data.partition", data.partition, PARTITIONS)
-    _check_choice(f"{source}: model.name", model.name, MODELS)
-    _check_choice(f"{source}: model.weight_init", model.weight_init, WEIGHT_INITS)
-    _check_choice(f"{source}: run.codec", run.codec, MASK_CODECS)
+    _check_choice(f"{source}: data.dataset", data.dataset, registry.DATASETS.require())
+    _check_choice(f"{source}: data.partition", data.partition, registry.PARTITIONS.require())
+    _check_choice(f"{source}: model.name", model.name, registry.MODELS.require())
+    _check_choice(f"{source}: model.weight_init", model.weight_init,
+                  registry.WEIGHT_INITS.require())
+    _check_choice(f"{source}: run.codec", run.codec, registry.MASK_CODECS.require())
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,
-        "run.threads_per_node": run.threads_per_node, "run.eval_batch_size": run.eval_batch_size,
         "run.round_timeout_s": run.round_timeout_s, "run.connect_timeout_s": run.connect_timeout_s,
     }
     for key, val in positive.items():
         if val <= 0:
             raise ConfigError(f"{source}: {key}: must be > 0, got {val}")
+    for key, val in {"run.threads_per_node": run.threads_per_node,
+                     "run.eval_batch_size": run.eval_batch_size}.items():
+        if isinstance(val, str) and val != "auto" or isinstance(val, int) and val <= 0:
+            raise ConfigError(f'{source}: {key}: must be a positive int or "auto", got {val!r}')
     if not 0.0 < data.train_fraction <= 1.0:
         raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
                           f"got {data.train_fraction}")
-    if run.seed < 0:
-        raise ConfigError(f"{source}: run.seed: must be >= 0, got {run.seed}")
+    if not 0 <= run.seed <= INT_MAX:
+        raise ConfigError(f"{source}: run.seed: must be in 0..2^63-1, got {run.seed}")
+    if isinstance(run.threads_per_node, int) and run.threads_per_node > max_threads():
+        raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
+                          f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
+                          f"{run.threads_per_node}")
     if not (run.device == "cpu" or run.device == "cuda" or run.device.startswith("cuda:")
             or run.device == "mps"):
         raise ConfigError(f"{source}: run.device: {run.device!r} is not cpu, cuda, cuda:N or mps")
@@ -222,11 +259,19 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): is this a TOML file?") from None
+    return loads_config(text, source=str(p))
+
+
+def loads_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate TOML text; every problem is one ConfigError naming `source`."""
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return config_from_dict(d, source=str(p))
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{source}: not valid TOML: {' '.join(str(exc).split())[:200]}") \
+            from None
+    return config_from_dict(d, source=source)
 
 
 def dump_toml(cfg: Config) -> str:

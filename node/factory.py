@@ -6,6 +6,7 @@ number for number.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import torch
@@ -13,14 +14,24 @@ import torch
 from mcepl.config import Config
 from mcepl.node.algorithms import ALGORITHMS, Algorithm, NodeContext
 from mcepl.node.data import Shard, load_all_shards, load_shard, read_label_assignment
+from mcepl.node.data.datasets import dataset_classes
 from mcepl.node.models import MaskedModel, build_model, is_retention_scaled
-from mcepl.topology import Topology, dumps_topology
+from mcepl.node.rounds import Evaluator
+from mcepl.topology import Topology, check_label_range, dumps_topology
 
 
 def default_run_id(cfg: Config, topo: Topology) -> str:
     """Nodes started independently with the same two files agree on this id."""
     digest = hashlib.sha256((cfg.hash() + dumps_topology(topo)).encode()).hexdigest()
     return f"run-{digest[:12]}"
+
+
+def check_labels(cfg: Config, topo: Topology, source: object) -> None:
+    """The topology's labels lie within the configured data set's classes; TopologyError naming
+    `source` (the topology file) otherwise."""
+    n = dataset_classes(cfg.data.dataset)
+    if n is not None:
+        check_label_range(topo, n, str(source), cfg.data.dataset)
 
 
 def label_assignment(cfg: Config, topo: Topology) -> list[list[int]] | None:
@@ -61,16 +72,28 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def build_evaluator(cfg: Config, shard: Shard) -> Evaluator:
+    """The node's own full test set, evaluated on the configured rounds and device."""
+    device = resolve_device(cfg.run.device)
+    return Evaluator(shard.test_x.to(device), shard.test_y.to(device), every=cfg.run.eval_every,
+                     rounds=cfg.run.rounds, batch_size=cfg.run.eval_batch_size, device=device)
+
+
 def build_algorithm(cfg: Config, topo: Topology, node_id: int, shard: Shard) -> Algorithm:
     """The node's algorithm object over the shared model built from the shared seed."""
     device = resolve_device(cfg.run.device)
+    if device.type == "cuda":  # no autotuned or nondeterministic kernels: both drivers agree
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     module = build_model(cfg.model.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
                          weight_init=cfg.model.weight_init, logit_elu=cfg.model.logit_elu)
     scaled = is_retention_scaled(cfg.model.weight_init)
     model = MaskedModel(module, retention_scaled=scaled).to(device)
-    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard, model=model,
+    ctx = NodeContext(node_id=node_id, topology=topo, shard=shard.to(device), model=model,
                       total_rounds=cfg.run.rounds, seed=cfg.run.seed, device=device)
     cls = ALGORITHMS[cfg.algorithm.name]
-    params = cls.Params(**cfg.algorithm.params)
+    # each node its own copy: an algorithm may keep state in its params, nodes never share it
+    params = copy.deepcopy(cfg.algorithm.params) if cfg.algorithm.params is not None \
+        else cls.Params()
     return cls(ctx, params)
 

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
 
 import torch
 
 from mcepl.config import Config, ConfigError, load_config
 from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
-from mcepl.node.factory import build_algorithm, default_run_id, node_shard
+from mcepl.node.data import DatasetError, DatasetNotFoundError
+from mcepl.node.factory import (
+    build_algorithm,
+    build_evaluator,
+    check_labels,
+    default_run_id,
+    node_shard,
+)
+from mcepl.node.lifecycle import Stopped, stop_on_signals, watch_parent
+from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
+from mcepl.node.threads import resolve_threads
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
 from mcepl.topology.keys import KeyFileError
+
+STOP_LINGER_MS = 1000  # a node told to stop waits this long at most for unsent messages
 
 log = logging.getLogger("mcepl.node")
 
@@ -40,8 +54,18 @@ def add_node_parser(sub: argparse._SubParsersAction) -> None:
                    help="rejoin a running network from this node's last checkpoint after a crash")
     p.add_argument("--key", default=None, metavar="FILE",
                    help="this node's CURVE secret key file (node-<i>.key_secret, from `mcepl "
-                        "topology keys`); required when the topology has public keys: traffic "
-                        "between nodes is then encrypted and only neighbours' keys are accepted")
+                        "topology keys`): traffic between nodes and to the collector is "
+                        "encrypted and authenticated, only neighbours' keys are accepted")
+    p.add_argument("--insecure", action="store_true",
+                   help="run without CURVE keys (plaintext, unauthenticated: anyone who reaches "
+                        "the ports can read the masks and, knowing the run id, pose as a "
+                        "neighbour); refused unless given")
+    p.add_argument("--listen-fd", type=int, default=None, metavar="FD",
+                   help="adopt this already listening socket for the node's address (used by "
+                        "`mcepl launch`, which reserves every address before starting nodes)")
+    p.add_argument("--parent", type=int, default=None, metavar="PID",
+                   help="stop when process PID is gone (used by `mcepl launch`: nodes never "
+                        "outlive their launcher)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_node)
 
@@ -49,16 +73,28 @@ def add_node_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s node {args.id} %(levelname)s %(message)s")
+    should_stop = watch_parent(args.parent) if args.parent is not None else None
     try:
+        load_plugins()
         cfg = load_config(args.config)
         topo = load_topology(args.topology)
         if args.id not in topo.ids:
             raise TopologyError(f"{args.topology}: no node with id {args.id} "
                                 f"(ids are 0..{topo.num_nodes - 1})")
-    except (ConfigError, TopologyError) as exc:
+        check_labels(cfg, topo, args.topology)
+    except (ConfigError, TopologyError, PluginError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.insecure and (args.key is not None or topo.secure):
+            raise KeyFileError("--insecure, but " + ("--key was given" if args.key is not None
+                                                     else f"{args.topology} has CURVE public "
+                                                     "keys") + ": run with keys or without both")
+        if args.key is None and not topo.secure and not args.insecure:
+            raise KeyFileError(f"{args.topology} has no CURVE keys: make them (`mcepl topology "
+                               "keys TOPOLOGY -o KEYDIR --update-topology`) and pass --key "
+                               f"KEYDIR/node-{args.id}.key_secret, or pass --insecure to run "
+                               "plaintext and unauthenticated")
         curve = CurveConfig.for_node(topo, args.id, args.key)
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,38 +109,63 @@ def cmd_node(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     ckpt_dir = args.checkpoint_dir if cfg.run.checkpoint or args.resume else None
-    return run_node(cfg, topo, args.id, run_id, args.collector, args.bind,
-                    checkpoint_dir=ckpt_dir, resume_state=resume_state, curve=curve)
+    restore = stop_on_signals()
+    try:
+        return run_node(cfg, topo, args.id, run_id, args.collector, args.bind,
+                        checkpoint_dir=ckpt_dir, resume_state=resume_state, curve=curve,
+                        listen_fd=args.listen_fd, should_stop=should_stop)
+    finally:
+        restore()
 
 
 def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: str | None,
              bind: str | None = None, checkpoint_dir: str | None = None,
-             resume_state: dict | None = None, curve: CurveConfig | None = None) -> int:
-    """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure."""
+             resume_state: dict | None = None, curve: CurveConfig | None = None,
+             listen_fd: int | None = None,
+             should_stop: Callable[[], str | None] | None = None) -> int:
+    """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure
+    (a signal to stop included: the collector is told "interrupted (SIGTERM)")."""
     from mcepl.protocol import encode_control
 
-    torch.set_num_threads(cfg.run.threads_per_node)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node))
     spec = topo.node(node_id)
     peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
     sockets = None
     status, reason = "ok", ""
+    collector_up = True
+    linger: int | None = None
     try:
-        sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector, curve=curve)
+        sockets = NodeSockets(node_id, bind or spec.bind_address, peers, collector, curve=curve,
+                              listen_fd=listen_fd)
+        collector_up = sockets.wait_collector(cfg.run.connect_timeout_s)
+        if not collector_up:
+            raise NodeError(f"collector {collector} not reachable within "
+                            f"{cfg.run.connect_timeout_s:g} s (run.connect_timeout_s): is `mcepl "
+                            "collect` running there? It refuses to start when its --out "
+                            "directory already holds a run")
         shard = node_shard(cfg, topo, node_id)
         algo = build_algorithm(cfg, topo, node_id, shard)
         log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
                  node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
                  len(peers))
-        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir)
+        runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir,
+                              evaluator=build_evaluator(cfg, shard), should_stop=should_stop)
         if resume_state is not None:
-            runtime.resume(resume_state)
-        else:
-            runtime.run()
+            runtime.restore(resume_state)
+        runtime.run()
         log.info("node %d: finished %d rounds; dropped messages: %s", node_id, cfg.run.rounds,
                  runtime.dropped_counts() or "none")
+    except Stopped as exc:
+        status, reason, linger = "error", f"interrupted ({exc.name})", STOP_LINGER_MS
     except KeyboardInterrupt:
-        status, reason = "error", "interrupted"
-    except (NodeError, RuntimeError, ValueError, OSError) as exc:
+        status, reason, linger = "error", "interrupted", STOP_LINGER_MS
+    except DatasetError as exc:
+        status, reason = "error", data_error_line(cfg, exc)
+    except NodeError as exc:
+        status, reason = "error", str(exc)
+        if should_stop is not None and should_stop():
+            linger = STOP_LINGER_MS  # nobody is listening any more
+    except (RuntimeError, ValueError, OSError) as exc:
         status, reason = "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - report anything else, then fail
         log.exception("node %d crashed", node_id)
@@ -112,13 +173,30 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
     if status != "ok":
         print(f"node {node_id}: error: {reason}", file=sys.stderr)
     if sockets is not None:
-        if sockets.curve is not None:
+        if sockets.curve is not None and (status == "ok" or sockets.rejected_counts()):
             log.info("node %d: CURVE: connections and messages refused by the transport: %s",
                      node_id, sockets.rejected_counts() or "none")
-        sockets.push_metrics(encode_control("bye", {"status": status, "reason": reason[:4000]},
-                                            run_id=run_id, sender=node_id))
-        sockets.close()
+        if collector_up:  # else the goodbye would only wait out the socket's linger
+            sockets.push_metrics(encode_control("bye", {"status": status,
+                                                        "reason": reason[:4000]},
+                                                run_id=run_id, sender=node_id))
+        sockets.close(linger)
     return 0 if status == "ok" else 1
+
+
+def data_error_line(cfg: Config, exc: Exception) -> str:
+    """One line for a data set that cannot be loaded (the loader's message may span lines).
+
+    In a container, ``MCEPL_DATA_HINT`` (set by `mcepl topology compose` and `kube`) says where
+    ``$MCEPL_DATA`` (/data) comes from and what to set: a missing data set is then reported as
+    that mount, not as the places a local install would look in.
+    """
+    hint = os.environ.get("MCEPL_DATA_HINT")
+    if hint and isinstance(exc, DatasetNotFoundError):
+        where = os.environ.get("MCEPL_DATA", "/data")
+        return f"data set {cfg.data.dataset!r} not found in {where}, {hint}"
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{text} ({hint})" if hint else text
 
 
 def main(argv: list[str] | None = None) -> int:

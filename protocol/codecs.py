@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from mcepl.registry import MASK_CODECS as _MASK_CODECS
+
 from .bitpack import pack_mask, packed_nbytes, unpack_mask
 from .errors import ProtocolError
 
@@ -180,8 +182,12 @@ def codec_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# Mask codec names a user picks (config `run.codec`, `--codec`) -> wire name in the header.
-MASK_CODECS: dict[str, str] = {"raw": "bits", "entropy": "entropy", "delta": "delta"}
+# Mask codec names a user picks (config `run.codec`, `--codec`) -> wire name in the header; the
+# registry lives at the bottom (mcepl.registry) so the config validates run.codec against it.
+MASK_CODECS = _MASK_CODECS
+MASK_CODECS.add("raw", "bits")
+MASK_CODECS.add("entropy", "entropy")
+MASK_CODECS.add("delta", "delta")
 
 
 def mask_codec_wire_name(name: str) -> str:

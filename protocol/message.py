@@ -150,6 +150,23 @@ def _metrics_record(v: Any, limits: Limits) -> dict[str, Any]:
     return v
 
 
+MAX_WAITING_PEERS = 1024  # node ids listed in one status message
+
+
+def _int_list(v: Any, what: str) -> list[int]:
+    if type(v) is not list:
+        raise _fail("schema", f"{what} must be a list, got {type(v).__name__}")
+    if len(v) > MAX_WAITING_PEERS:
+        raise _fail("oversize", f"{what} has {len(v)} entries > {MAX_WAITING_PEERS}")
+    return [_int(x, f"{what} entry") for x in v]
+
+
+def _seconds(v: Any, what: str) -> float:
+    if type(v) is not float or not 0.0 <= v < 1e9:  # NaN fails the comparison too
+        raise _fail("schema", f"{what} must be a float in [0, 1e9), got {v!r}")
+    return v
+
+
 _Check = Callable[[Any, Limits], Any]
 
 # Body keys and their checks for each control message type.
@@ -161,6 +178,13 @@ CONTROL_SCHEMAS: dict[str, dict[str, _Check]] = {
         "reason": lambda v, lim: _str(v, "reason", lim.max_str_len, nonempty=False),
     },
     "metrics": {"record": _metrics_record},
+    # a node that has waited in a phase: for which neighbours, for how long (dashboard)
+    "status": {
+        "round": lambda v, lim: _int(v, "round"),
+        "phase": lambda v, lim: _int(v, "phase"),
+        "waiting_for": lambda v, lim: _int_list(v, "waiting_for"),
+        "waited_s": lambda v, lim: _seconds(v, "waited_s"),
+    },
     "bye": {
         "status": lambda v, lim: _str(v, "status", lim.max_name_len),
         "reason": lambda v, lim: _str(v, "reason", lim.max_str_len, nonempty=False),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install mcepl (and, with "test", what the test suite needs) into the current Python.
 #   bash scripts/install.sh          # runtime only
-#   bash scripts/install.sh test     # + pytest, hypothesis, ruff
+#   bash scripts/install.sh test     # + pytest, hypothesis, ruff, selenium; and on Debian/Ubuntu
+#                                    #   as root: chromium + chromium-driver (the browser test)
 # The CPU build of PyTorch is pinned so pip does not pull gigabytes of CUDA packages; set
 # MCEPL_TORCH to another requirement (e.g. "torch" for a CUDA build) to override.
 # Fashion-MNIST: when the official files are nowhere mcepl looks and this is a Debian/Ubuntu
@@ -32,4 +33,18 @@ if ! have_data && command -v apt-get >/dev/null 2>&1; then
       echo "note: could not install dataset-fashion-mnist; mcepl will try to download the files"
   fi
 fi
-echo "mcepl installed: $(command -v mcepl || echo "python3 -m mcepl.cli")"
+# The dashboard's browser test drives headless Chromium (Debian's chromium + chromium-driver);
+# without them it skips, saying so.
+if [ "${1:-}" = "test" ] && ! command -v chromedriver >/dev/null 2>&1 &&
+   command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    echo "installing chromium and chromium-driver (Debian packages) for the browser test"
+    ($SUDO apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+      { $SUDO apt-get update -qq >/dev/null 2>&1 &&
+        $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }) ||
+      echo "note: could not install chromium; the dashboard's browser test will skip"
+  fi
+fi
+echo "mcepl installed: $(command -v mcepl || echo "python3 -m mcepl.launcher.cli")"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import build_parser, resolve_run
 from mcepl.config import ConfigError
+from mcepl.launcher.cli import build_parser, resolve_run
 from mcepl.launcher.launch import launch
 from mcepl.node.inprocess import run_inprocess
 from mcepl.protocol import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import main
+from mcepl.launcher.cli import main
 from mcepl.topology import generate, save_topology
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -77,7 +77,7 @@ def test_broken_topology(path: Path, capsys: pytest.CaptureFixture[str]) -> None
     ["topology", "check", str(CORPUS / "topology" / "not-json.json")],
 ])
 def test_real_process_exits_nonzero_without_traceback(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mcepl.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "mcepl.launcher.cli", *args], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
+from mcepl.launcher.cli import main as mcepl_main
 from mcepl.node.transport import CurveConfig
 from mcepl.topology import generate, load_topology, save_topology
 from mcepl.topology.compose import compose_dict, render_compose, to_yaml
+from mcepl.topology.keys import check_collector_key, load_secret_key
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -50,6 +51,7 @@ def test_checked_in_compose_matches_its_topology() -> None:
     cfg = load_config(DEPLOY / "config.toml")
     assert topo.num_nodes == 20 and topo.is_connected()
     assert cfg.data.root is None and cfg.data.labels_file is None  # nothing host-specific
+    assert cfg.data.download is False  # containers use the mounted data set, never fetch one
     for n in topo.nodes:  # advertised = service name, bound on every interface of the container
         assert n.address == f"tcp://node-{n.id}:5555"
         assert n.bind == "tcp://0.0.0.0:5555"
@@ -63,8 +65,13 @@ def test_checked_in_compose_matches_its_topology() -> None:
     assert keys["command"][:3] == ["topology", "keys", "/run/mcepl/topology.json"]
     assert keys["network_mode"] == "none" and "networks" not in keys
     assert keys["volumes"] == ["./deploy:/run/mcepl:ro", "mcepl-public:/keys/public",
+                               "mcepl-key-collector:/keys/collector",
                                *(f"mcepl-key-{i}:/keys/node-{i}" for i in range(20))]
-    assert set(doc["volumes"]) == {"mcepl-public", *(f"mcepl-key-{i}" for i in range(20))}
+    assert set(doc["volumes"]) == {"mcepl-public", "mcepl-key-collector",
+                                   *(f"mcepl-key-{i}" for i in range(20))}
+    # the collector's key belongs to the user the collector runs as
+    owner = keys["command"][keys["command"].index("--collector-owner") + 1]
+    assert owner == "${MCEPL_UID:-1000}:${MCEPL_GID:-1000}"
     col = services["collector"]
     assert col["command"][0] == "collect" and "--out" in col["command"]
     assert col["command"][col["command"].index("--bind") + 1] == "tcp://0.0.0.0:5600"
@@ -72,7 +79,12 @@ def test_checked_in_compose_matches_its_topology() -> None:
         "/run/mcepl-public/topology.json"  # the run id covers the public keys
     assert "./results:/results" in col["volumes"] and "./deploy:/run/mcepl:ro" in col["volumes"]
     assert col["depends_on"] == AFTER_KEYS
-    assert not any("mcepl-key-" in v for v in col["volumes"])
+    assert col["user"] == owner
+    # metrics are authenticated: the collector holds its own key, and no node's
+    assert col["command"][col["command"].index("--key") + 1] == \
+        "/run/mcepl-key/collector.key_secret"
+    assert [v for v in col["volumes"] if "mcepl-key" in v] == \
+        ["mcepl-key-collector:/run/mcepl-key:ro"]
     for n in topo.nodes:
         svc = services[f"node-{n.id}"]
         assert svc["command"] == [*NODE_CMD, "--id", str(n.id),
@@ -80,6 +92,9 @@ def test_checked_in_compose_matches_its_topology() -> None:
                                   "--key", f"/run/mcepl-key/node-{n.id}.key_secret"]
         assert svc["depends_on"] == {"collector": {"condition": "service_started"}, **AFTER_KEYS}
         assert svc["environment"]["MCEPL_DATA"] == "/data"
+        hint = svc["environment"]["MCEPL_DATA_HINT"]  # names the host directory and the variable
+        assert "${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}" in hint
+        assert "set MCEPL_DATA to" in hint
         # its own key volume only, read-only
         assert svc["volumes"] == ["${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}:/data:ro",
                                   "./deploy:/run/mcepl:ro", "mcepl-public:/run/mcepl-public:ro",
@@ -111,8 +126,8 @@ def test_keys_service_command_gives_every_node_its_key(tmp_path: Path) -> None:
     for flag in ("-o", "--topology-out"):
         cmd[cmd.index(flag) + 1] = str(host(cmd[cmd.index(flag) + 1]))
     cmd[2] = str(host(cmd[2]))
-    if "--owner" in cmd:  # chown needs root; as anyone else, own the files ourselves
-        cmd[cmd.index("--owner") + 1] = f"{os.getuid()}:{os.getgid()}"
+    for flag in ("--owner", "--collector-owner"):  # chown needs root; own the files ourselves
+        cmd[cmd.index(flag) + 1] = f"{os.getuid()}:{os.getgid()}"
     assert mcepl_main(cmd) == 0
     volumes = dict(v.split(":")[:2] for v in services["keys"]["volumes"])  # name -> path
     public = load_topology(host(volumes["mcepl-public"]) / "topology.json")
@@ -127,6 +142,14 @@ def test_keys_service_command_gives_every_node_its_key(tmp_path: Path) -> None:
         assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
         curve = CurveConfig.for_node(public, i, str(key))
         assert curve is not None and set(curve.peers) == set(public.neighbors(i))
+        assert curve.collector == public.collector_key
+    # the collector's own key, through its own volume, is the topology's collector key
+    col = services["collector"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in col["volumes"]}
+    key_arg = col["command"][col["command"].index("--key") + 1]
+    key = host(volumes[mounted[str(Path(key_arg).parent)]]) / Path(key_arg).name
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    check_collector_key(public, load_secret_key(key), str(key))  # raises on a mismatch
 
 
 def test_compose_without_keys_is_plaintext(tmp_path: Path) -> None:
@@ -140,6 +163,9 @@ def test_compose_without_keys_is_plaintext(tmp_path: Path) -> None:
     assert node["command"][:3] == ["node", "--topology", "/run/mcepl/topology.json"]
     assert "--key" not in node["command"] and node["depends_on"] == ["collector"]
     assert "--key" not in out.read_text()
+    # plaintext is an explicit choice: every node and the collector say --insecure
+    assert node["command"][-1] == "--insecure"
+    assert doc["services"]["collector"]["command"][-1] == "--insecure"
 
 
 def test_compose_from_any_topology(tmp_path: Path, tiny_cfg) -> None:
@@ -182,5 +208,5 @@ def test_docker_compose_accepts_the_checked_in_file() -> None:
     proc = subprocess.run([exe, "-f", str(COMPOSE), "config", "--volumes"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(proc.stdout.split()) == sorted(["mcepl-public",
+    assert sorted(proc.stdout.split()) == sorted(["mcepl-public", "mcepl-key-collector",
                                                   *(f"mcepl-key-{i}" for i in range(20))])

@@ -24,7 +24,7 @@ def test_defaults_load() -> None:
     cfg = load_config(None)
     assert isinstance(cfg, Config)
     assert cfg.algorithm.name == "mcepl"
-    assert cfg.algorithm.params == dataclasses.asdict(MaskParams())
+    assert cfg.algorithm.params == MaskParams()
     assert cfg.model.name == "small-cnn" and cfg.data.dataset == "fashion-mnist"
     assert cfg.run.rounds > 0 and cfg.run.seed == 0
     assert cfg == config_from_dict({})
@@ -37,7 +37,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 def test_int_for_float_is_accepted_and_converted() -> None:
     cfg = config_from_dict({"algorithm": {"lr": 2}, "data": {"alpha": 1}})
-    assert cfg.algorithm.params["lr"] == 2.0 and isinstance(cfg.algorithm.params["lr"], float)
+    assert cfg.algorithm.params.lr == 2.0 and isinstance(cfg.algorithm.params.lr, float)
     assert isinstance(cfg.data.alpha, float)
 
 
@@ -110,8 +110,8 @@ def test_valid_params_accepted() -> None:
                                           "lr": 10, "lr_ft": 10.0, "linear_retention": 0.9,
                                           "fil_threshold": 20, "group_lasso": 0}})
     p = cfg.algorithm.params
-    assert p["init_neighbor_masks"] == "shared-random" and p["fil_threshold"] == 20
-    assert p["lr"] == 10.0 and p["linear_retention"] == 0.9 and p["group_lasso"] == 0.0
+    assert p.init_neighbor_masks == "shared-random" and p.fil_threshold == 20
+    assert p.lr == 10.0 and p.linear_retention == 0.9 and p.group_lasso == 0.0
 
 
 def test_toml_parse_error_names_file(tmp_path: Path) -> None:
@@ -180,14 +180,14 @@ def test_with_overrides() -> None:
                              data={"root": "/data"})
     assert new.run.rounds == 7
     assert new.run.seed == cfg.run.seed  # None means "not given"
-    assert new.algorithm.params["lr"] == 0.5
+    assert new.algorithm.params.lr == 0.5
     assert new.data.root == "/data"
     assert new.algorithm.name == "mcepl"
     # the original is untouched
-    assert cfg.run.rounds != 7 and cfg.algorithm.params["lr"] == 1.0 and cfg.data.root is None
+    assert cfg.run.rounds != 7 and cfg.algorithm.params.lr == 1.0 and cfg.data.root is None
     # other algorithm params survive an override of one of them
     tuned = cfg.with_overrides(algorithm={"batch_size": 16}).with_overrides(algorithm={"lr": 3})
-    assert tuned.algorithm.params["batch_size"] == 16 and tuned.algorithm.params["lr"] == 3.0
+    assert tuned.algorithm.params.batch_size == 16 and tuned.algorithm.params.lr == 3.0
 
 
 def test_with_overrides_validates() -> None:
@@ -205,10 +205,10 @@ def test_switching_algorithm_resets_params() -> None:
                                           "init_neighbor_masks": "shared-random"}})
     switched = cfg.with_overrides(algorithm={"name": "ind-mask"})
     assert switched.algorithm.name == "ind-mask"
-    assert switched.algorithm.params == dataclasses.asdict(MaskParams())
+    assert switched.algorithm.params == MaskParams()
     # keys given together with the new name apply on top of the new defaults
     with_lr = cfg.with_overrides(algorithm={"name": "ind-mask", "lr": 0.25})
-    assert with_lr.algorithm.params == {**dataclasses.asdict(MaskParams()), "lr": 0.25}
+    assert with_lr.algorithm.params == dataclasses.replace(MaskParams(), lr=0.25)
     # the same name is not a switch: params are kept
     same = cfg.with_overrides(algorithm={"name": "mcepl"})
     assert same.algorithm.params == cfg.algorithm.params
@@ -218,8 +218,47 @@ def test_tiny_cfg_fixture(tiny_cfg, tiny_data_dir: Path) -> None:
     cfg = tiny_cfg()
     assert cfg.data.root == str(tiny_data_dir) and cfg.data.download is False
     assert cfg.model.name == "small-cnn" and cfg.run.rounds == 3 and cfg.run.eval_every == 1
-    assert cfg.algorithm.name == "mcepl" and cfg.algorithm.params["batch_size"] == 16
+    assert cfg.algorithm.name == "mcepl" and cfg.algorithm.params.batch_size == 16
     other = tiny_cfg(algorithm={"name": "ind-mask", "lr": 0.5}, run={"seed": 3})
-    assert other.algorithm.name == "ind-mask" and other.algorithm.params["lr"] == 0.5
-    assert other.algorithm.params["batch_size"] == 16 and other.run.seed == 3
+    assert other.algorithm.name == "ind-mask" and other.algorithm.params.lr == 0.5
+    assert other.algorithm.params.batch_size == 16 and other.run.seed == 3
     assert tiny_cfg({"run": {"rounds": 2}}).run.rounds == 2
+
+
+# --------------------------------------------------------------------------- the bottom layer
+
+
+def test_config_hash_is_pinned() -> None:
+    """Typed params flatten exactly as before: the hash (on the wire, in run ids) is unchanged.
+
+    Issue 13 changed defaults (run.threads_per_node and run.eval_batch_size "auto", mcepl's
+    micro_batch "auto"), hence new pins; with the old values given explicitly a config without
+    the new key still hashes as before. Issue 14 changed model.weight_init's default to
+    "kaiming-normal-scaled": new pins again, and the old default given explicitly hashes as
+    before."""
+    assert config_from_dict({}).hash() == "cbc46fb3e24d23f4"
+    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "09c216cf07949992"
+    assert config_from_dict({"algorithm": {"name": "dispfl", "lr": 0.5},
+                             "run": {"codec": "delta"}}).hash() == "e99f2a4e90102f20"
+    old_model = {"weight_init": "default"}
+    assert config_from_dict({"model": old_model}).hash() == "ddb475d6839aadaf"
+    old_run = {"threads_per_node": 1, "eval_batch_size": 1000}
+    assert config_from_dict({"algorithm": {"name": "dsgd"}, "model": old_model,
+                             "run": old_run}).hash() == "efc470a58f050368"
+
+
+def test_config_alone_imports_nothing_above_and_says_what_is_missing() -> None:
+    """mcepl.config imports no layer above it; validating with empty registries is a clear
+    error naming what to import, not an upward import."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport mcepl.config as c\n"
+            "assert not [m for m in sys.modules if m.startswith(('mcepl.node', 'mcepl.launcher',"
+            " 'mcepl.topology', 'mcepl.protocol'))], sorted(sys.modules)\n"
+            "c.config_from_dict({})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "RegistryError: no algorithm is registered: import mcepl.node.algorithms" in \
+        proc.stderr, proc.stderr

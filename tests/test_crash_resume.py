@@ -1,6 +1,7 @@
 """Crash and rejoin: a node killed with SIGKILL mid-run restarts with --resume from its last
 checkpoint, its neighbours bring it back in step, and the run ends with exactly the numbers of
-an uninterrupted run."""
+an uninterrupted run. The restarted node connects again under a fresh connection id; its hello
+(run id and config hash, and with CURVE its key) binds the new connection to it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mcepl.config import dump_toml
 from mcepl.node.checkpoint import checkpoint_path, load_checkpoint
 from mcepl.node.inprocess import run_inprocess
 from mcepl.topology import generate, save_topology
+from mcepl.topology.keys import generate_keys, key_paths
 
 RUN_ID = "crash-test"
 LEARNING = ("test_acc", "train_loss", "density")
@@ -45,15 +47,19 @@ def wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("algorithm", ["mcepl", "dsgd"])
+@pytest.mark.parametrize("algorithm, secure", [("mcepl", False), ("dsgd", True)])
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
-                                                       algorithm: str) -> None:
+                                                       algorithm: str, secure: bool) -> None:
     rounds = 40
     cfg = tiny_cfg({"algorithm": {"name": algorithm},
                     "run": {"rounds": rounds, "eval_every": 4, "round_timeout_s": 60}})
     topo = generate("complete", 3, retention=[0.5, 0.3, 0.2], transport="ipc", ipc_dir=tmp_path)
     (tmp_path / "cfg.toml").write_text(dump_toml(cfg))
-    save_topology(topo, tmp_path / "topo.json")
+    keys = tmp_path / "keys"
+    save_topology(generate_keys(topo, keys) if secure else topo, tmp_path / "topo.json")
+
+    def key(who: int | str) -> list[str]:
+        return ["--key", str(key_paths(keys, who)[1])] if secure else ["--insecure"]
     collector_addr = f"ipc://{tmp_path}/collector.sock"
     ckpt = tmp_path / "ckpt"
     run_dir = tmp_path / "run"
@@ -64,12 +70,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
         log = open(tmp_path / f"node-{i}{'-resumed' if extra else ''}.log", "w")  # noqa: SIM115
         return subprocess.Popen([sys.executable, "-m", "mcepl.node.main", *common, "--id", str(i),
                                  "--collector", collector_addr, "--checkpoint-dir", str(ckpt),
-                                 *extra], stdout=log, stderr=subprocess.STDOUT)
+                                 *key(i), *extra], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MCEPL_LOCAL_NODES": "3"})  # 3 share the cores
 
-    collector = subprocess.Popen([sys.executable, "-m", "mcepl.cli", "collect", *common,
+    collector = subprocess.Popen([sys.executable, "-m", "mcepl.launcher.cli", "collect", *common,
                                   "--bind", collector_addr, "--out", str(run_dir),
-                                  "--timeout", "240"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+                                  "--timeout", "240", *key("collector")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     procs = [node(i) for i in range(3)]
     try:
         path = checkpoint_path(ckpt, 1)

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from mcepl.cli import free_base_port
-from mcepl.cli import main as mcepl_main
 from mcepl.config import dump_toml, load_config
+from mcepl.launcher.cli import main as mcepl_main
 from mcepl.launcher.launch import launch
 from mcepl.node.factory import build_algorithm, default_run_id, node_shard
 from mcepl.node.inprocess import run_inprocess
@@ -156,13 +155,21 @@ def test_node_key_file_errors(tmp_path: Path, tiny_cfg, capsys) -> None:
 
 
 # ---- the binding of key to node id -------------------------------------------------------------
-def test_routing_id_must_match_the_authenticated_key(tmp_path: Path) -> None:
-    """Node 0 accepts keys k1 and k2; a client holding k2 that claims to be node 1 (or node 5)
-    is dropped and counted as auth_mismatch; k1 claiming node 1 gets through."""
+def test_a_connection_speaks_only_for_the_node_its_key_belongs_to(tmp_path: Path) -> None:
+    """Node 0 accepts keys k1 and k2. A client holding k2 that says hello as node 1 is refused
+    (auth_mismatch) and stays unbound, whatever its routing id; the same client saying hello as
+    node 2 is bound to node 2, and its data claiming node 1 is then dropped (wrong_sender); k1's
+    hello as node 1 binds node 1."""
+    from mcepl.config import config_from_dict
+    from mcepl.node.runtime import NodeRuntime
+    from mcepl.protocol import decode_message, encode_control
+
+    topo = generate("complete", 3, retention=[0.5, 0.3, 0.2], transport="ipc", ipc_dir=tmp_path)
     me, k1, k2 = new_keypair(), new_keypair(), new_keypair()
-    addr = f"ipc://{tmp_path}/n0.sock"
-    socks = NodeSockets(0, addr, {}, linger_ms=0,
+    cfg = config_from_dict({"run": {"rounds": 1}, "algorithm": {"name": "ind-mask"}})
+    socks = NodeSockets(0, topo.node(0).address, {}, linger_ms=0,
                         curve=CurveConfig(me.public, me.secret, {1: k1.public, 2: k2.public}))
+    rt = NodeRuntime(cfg, topo, 0, "run-x", None, socks)  # type: ignore[arg-type]
     ctx = zmq.Context()
     try:
         def client(keys, rid: bytes) -> zmq.Socket:
@@ -171,28 +178,35 @@ def test_routing_id_must_match_the_authenticated_key(tmp_path: Path) -> None:
             s.curve_serverkey, s.curve_publickey = me.public.encode(), keys.public.encode()
             s.curve_secretkey = keys.secret.encode()
             s.routing_id = rid
-            s.connect(addr)
+            s.connect(topo.node(0).address)
             return s
 
-        # node 2's key claiming node 1's and an unknown id; node 1's key claiming node 2's id
-        clients = [client(k2, b"1"), client(k2, b"5"), client(k1, b"2")]  # kept open
-        for c in clients:
-            c.send_multipart([b"impostor"])
-        got = []
-        deadline = time.monotonic() + 10
-        while socks.rejected_counts().get("auth_mismatch", 0) < 3 and time.monotonic() < deadline:
-            got += socks.poll(100)
-        assert got == [] and socks.rejected_counts() == {"auth_mismatch": 3}
-        for c in clients:  # free id 1 (whether or not the ROUTER hands ids over)
-            c.close()
-        socks.poll(300)
-        honest = client(k1, b"1")
-        honest.send_multipart([b"hello", b"world"])
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            got += socks.poll(100)
-        assert got == [("router", b"1", [b"hello", b"world"])]
-        assert socks.rejected_counts() == {"auth_mismatch": 3}
+        def hello(sender: int) -> list[bytes]:
+            return encode_control("hello", {"config_hash": rt.config_hash}, run_id="run-x",
+                                  sender=sender)
+
+        def pump_until(cond, what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not cond():
+                assert time.monotonic() < deadline, what
+                rt._pump(50)
+
+        impostor = client(k2, b"1")  # node 2's key, node 1's routing id and claim
+        impostor.send_multipart(hello(1))
+        pump_until(lambda: socks.rejected_counts().get("auth_mismatch", 0) == 1, "refusal")
+        assert socks.bindings() == {} and rt.greeted == set()
+        impostor.send_multipart(hello(2))  # honest about itself: bound to node 2
+        pump_until(lambda: 2 in rt.greeted, "node 2's hello")
+        assert socks.peer_of(b"1") == 2 and socks.bindings() == {2: 1}
+        assert impostor.poll(5000)
+        assert decode_message(impostor.recv_multipart(), run_id="run-x").body["accept"] is True
+        impostor.send_multipart(hello(1))  # now a bound connection lying about its sender
+        pump_until(lambda: rt.dropped.get("wrong_sender", 0) == 1, "wrong_sender")
+        honest = client(k1, b"1-abc")
+        honest.send_multipart(hello(1))
+        pump_until(lambda: 1 in rt.greeted, "node 1's hello")
+        assert socks.peer_of(b"1-abc") == 1 and socks.bindings() == {1: 1, 2: 1}
+        assert socks.rejected_counts() == {"auth_mismatch": 1}
     finally:
         ctx.destroy(linger=0)
         socks.close()
@@ -204,8 +218,8 @@ def test_secure_network_equals_plaintext_inprocess(tmp_path: Path, tiny_cfg,
                                                    transport: str) -> None:
     cfg = tiny_cfg({"run": {"rounds": 2, "eval_every": 1}})
     topo = ipc_topology(tmp_path) if transport == "ipc" else generate(
-        "complete", 3, retention=[0.5, 0.3, 0.2], base_port=free_base_port(3, start=23000))
-    res = launch(cfg, topo, tmp_path / "run", quiet=True, secure=True)
+        "complete", 3, retention=[0.5, 0.3, 0.2])
+    res = launch(cfg, topo, tmp_path / "run", quiet=True, auto_ports=transport == "tcp")
     assert res.summary["status"] == "ok"
     assert_same_numbers(records(tmp_path / "run"), run_inprocess(cfg, topo).records)
     keyed = load_topology(tmp_path / "run" / "topology.json")
@@ -215,6 +229,10 @@ def test_secure_network_equals_plaintext_inprocess(tmp_path: Path, tiny_cfg,
         assert load_secret_key(sec).public == n.public_key
         log = (tmp_path / "run" / "logs" / f"node-{n.id}.log").read_text()
         assert refused(log) == {}
+    # the collector has its own key and let in the nodes' keys only
+    col = load_secret_key(key_paths(tmp_path / "run" / "keys", "collector")[1])
+    assert col.public == keyed.collector_key
+    assert json.loads((tmp_path / "run" / "collector.json").read_text())["rejected"] == {}
 
 
 def test_attackers_are_refused_counted_and_change_nothing(tmp_path: Path, tiny_cfg) -> None:
@@ -299,8 +317,8 @@ def test_launch_refuses_keys_it_cannot_use(tmp_path: Path, tiny_cfg) -> None:
     from mcepl.launcher.launch import LaunchError
 
     keyed = generate_keys(ipc_topology(tmp_path), tmp_path / "keys")
-    with pytest.raises(LaunchError, match="--secure"):
-        launch(tiny_cfg(), keyed, tmp_path / "run", quiet=True)
+    with pytest.raises(LaunchError, match="--insecure, but the topology has CURVE public keys"):
+        launch(tiny_cfg(), keyed, tmp_path / "run", quiet=True, secure=False)
 
 
 def test_key_error_is_one_line() -> None:
@@ -308,3 +326,47 @@ def test_key_error_is_one_line() -> None:
         load_secret_key("/nonexistent/dir/node-0.key_secret")
     assert str(info.value).count("\n") == 0
     assert os.fspath("/nonexistent/dir/node-0.key_secret") in str(info.value)
+
+
+def test_collector_accepts_only_the_nodes_keys_each_for_itself(tmp_path: Path) -> None:
+    """Metrics are authenticated: a stranger's key and a plaintext client never get a record
+    in, and node 1's key cannot write node 0's records."""
+    from mcepl.launcher.collector import Collector, CollectorKeys
+    from mcepl.protocol import encode_metrics
+
+    col_keys, k0, k1, stranger = new_keypair(), new_keypair(), new_keypair(), new_keypair()
+    keys = CollectorKeys(col_keys.public, col_keys.secret, {0: k0.public, 1: k1.public})
+    col = Collector(tmp_path, "run-x", 2, bind=f"ipc://{tmp_path}/col.sock", keys=keys)
+    ctx = zmq.Context()
+    try:
+        def pusher(pair) -> zmq.Socket:
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            if pair is not None:
+                s.curve_serverkey = col_keys.public.encode()
+                s.curve_publickey, s.curve_secretkey = pair.public.encode(), pair.secret.encode()
+            s.connect(f"ipc://{tmp_path}/col.sock")
+            return s
+
+        def record(node: int, rnd: int) -> list[bytes]:
+            return encode_metrics({"round": rnd, "node": node, "bytes_sent": 1}, run_id="run-x",
+                                  sender=node)
+
+        clients = [pusher(stranger), pusher(None), pusher(k1), pusher(k1)]  # kept open
+        for s in clients[:3]:
+            s.send_multipart(record(0, 0), zmq.NOBLOCK)
+        clients[3].send_multipart(record(1, 0))
+        deadline = time.monotonic() + 10
+        while not (col.state.nodes[1].rounds_seen and col.rejected.get("auth_mismatch")
+                   and col.rejected.get("unknown_key")):
+            assert time.monotonic() < deadline, (col.rejected, col.state)
+            col.poll(100)
+        col.poll(300)
+    finally:
+        ctx.destroy(linger=0)
+        col.close()
+    assert col.state.nodes[0].rounds_seen == set() and col.state.nodes[1].rounds_seen == {0}
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["node"] for ln in lines] == [1]
+    saved = json.loads((tmp_path / "collector.json").read_text())["rejected"]
+    assert saved["unknown_key"] >= 1 and saved["auth_mismatch"] == 1

@@ -182,14 +182,24 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     write_fmnist(tmp_path / "explicit", first_label=5)
     assert load_dataset("fashion-mnist", root=tmp_path / "explicit",
                         download=False).train_y[0] == 5
-    # an explicit dir without the files falls through to the next place
+    # an explicit dir without the files falls through to the next place (one that does not
+    # exist at all is an error: test_missing_explicit_root_is_an_error)
+    (tmp_path / "empty").mkdir()
     assert load_dataset("fashion-mnist", root=tmp_path / "empty",
                         download=False).train_y[0] == 4
+
+
+def test_missing_explicit_root_is_an_error(tmp_path: Path, isolated_places: Path) -> None:
+    """Issue 11: --data-dir /nonexistent silently used the system copy of the data."""
+    write_fmnist(tmp_path / "system" / "fashion-mnist", first_label=1)
+    with pytest.raises(DatasetNotFoundError, match=r"nonexistent.* does not exist"):
+        load_dataset("fashion-mnist", root=tmp_path / "nonexistent", download=False)
 
 
 def test_not_found_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      isolated_places: Path) -> None:
     monkeypatch.setenv("MCEPL_DATA", str(tmp_path / "env"))
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("fashion-mnist", root=tmp_path / "mine", download=False)
     msg = str(err.value)
@@ -354,6 +364,7 @@ def test_cifar_download_extracts_into_cache(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_cifar_not_found(tmp_path: Path, isolated_places: Path) -> None:
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("cifar10", root=tmp_path / "nothing", download=False)
     msg = str(err.value)

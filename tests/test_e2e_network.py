@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import free_base_port
 from mcepl.launcher.launch import LaunchError, launch
 from mcepl.node.inprocess import run_inprocess
-from mcepl.topology import generate, save_topology
+from mcepl.topology import generate, load_topology, save_topology
 
 COMPARED = ("test_acc", "train_loss", "density", "bytes_sent", "bytes_received", "msgs_sent",
             "msgs_received")
 
 
 def topology(tmp_path: Path, transport: str, n: int = 3):
+    """tcp: placeholder ports, which `launch(..., auto_ports=True)` replaces with ports it
+    reserved; ipc: sockets in tmp_path, reserved as they are."""
     if transport == "tcp":
-        return generate("er", n, p=0.7, seed=1, retention=[0.5, 0.3, 0.2, 0.4][:n],
-                        base_port=free_base_port(n, start=21000))
+        return generate("er", n, p=0.7, seed=1, retention=[0.5, 0.3, 0.2, 0.4][:n])
     return generate("er", n, p=0.7, seed=1, retention=[0.5, 0.3, 0.2, 0.4][:n],
                     transport="ipc", ipc_dir=tmp_path)
 
@@ -39,8 +39,8 @@ def key(rec: dict) -> tuple[int, int]:
 def test_network_equals_inprocess(tmp_path: Path, tiny_cfg, transport: str, algorithm: str) -> None:
     cfg = tiny_cfg({"algorithm": {"name": algorithm}, "run": {"rounds": 3, "eval_every": 1}})
     topo = topology(tmp_path, transport)
-    net = launch(cfg, topo, tmp_path / "run", quiet=True)
-    assert net.summary["status"] == "ok"
+    net = launch(cfg, topo, tmp_path / "run", quiet=True, auto_ports=transport == "tcp")
+    assert net.summary["status"] == "ok" and net.summary["secure"] is True
     networked = {key(r): r for r in read_records(tmp_path / "run")}
     reference = {key(r): r for r in run_inprocess(cfg, topo).records}
     assert set(networked) == set(reference) == {(k, i) for k in range(4) for i in range(3)}
@@ -63,10 +63,14 @@ def test_cli_launch_writes_run_directory(tmp_path: Path, tiny_cfg) -> None:
     save_topology(topo, tmp_path / "topo.json")
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "mcepl.cli", "launch", "--config", str(tmp_path / "cfg.toml"),
+        [sys.executable, "-m", "mcepl.launcher.cli", "launch",
+         "--config", str(tmp_path / "cfg.toml"), "--transport", "tcp",
          "--topology", str(tmp_path / "topo.json"), "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    used = load_topology(out / "topology.json")  # the ports the launcher reserved, and keys
+    assert used.secure and used.collector_key is not None
+    assert [n.address for n in used.nodes] != [n.address for n in topo.nodes]
     assert "mean test accuracy" in proc.stdout
     for name in ("metrics.jsonl", "summary.json", "config.toml", "topology.json",
                  "accuracy.png", "accuracy_vs_bytes.png"):

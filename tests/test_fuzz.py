@@ -11,12 +11,14 @@ raises the budget: ``MCEPL_FUZZ_SECONDS=600 python -m pytest tests/test_fuzz.py`
   field; only ProtocolError may come out, a refused message must leave the link's references
   untouched, and the unmutated message must then still decode to the original masks.
 - Round handler: a real NodeRuntime (node 0 of a triangle) fed directly, through ``_on_router``
-  and ``_on_dealer``, with random routing ids and frames, handshake and data messages (hello,
-  hello_ack, data in three codecs, metrics, bye) that are wrongly addressed, replayed, stale,
-  far ahead, from the wrong sender, with other shapes, mutated or oversized. Nothing but a
-  NodeError for a legitimately refused handshake may be raised; every input is either counted in
-  ``runtime.dropped`` or visibly accepted; and a valid hello, hello_ack and data message still
-  get through afterwards.
+  and ``_on_dealer``, with random connections (routing ids) and frames, handshake and data
+  messages (hello, hello_ack, data in three codecs, metrics, bye) that are wrongly addressed,
+  replayed, stale, far ahead, from the wrong sender, on a connection that never said hello, with
+  other shapes, mutated or oversized. Nothing but a NodeError for a refused handshake_ack may be
+  raised (a refused hello is dropped: in plaintext anyone may send one); every input is either
+  counted in ``runtime.dropped`` or visibly accepted; a connection speaks for a neighbour only
+  after a valid hello from it on that connection; and a valid hello, hello_ack and data message
+  still get through afterwards.
 """
 
 from __future__ import annotations
@@ -289,7 +291,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     return e
 
 
-def _peer_of(raw_id: bytes) -> int | None:
+def _named(raw_id: bytes) -> int | None:
+    """The neighbour a routing id names (it proves nothing; the fuzzer claims it)."""
     j = parse_routing_id(raw_id)
     return j if j in NEIGHBOURS else None
 
@@ -315,7 +318,10 @@ class Fuzzer:
             return self.last
         where = e["where"]
         who = e["rid"] if where == "router" else e["peer"]
-        claimed = (_peer_of(who) or 0) if where == "router" else who
+        if where == "router":
+            claimed = self.rt.sock.peer_of(who) or _named(who) or 0
+        else:
+            claimed = who
         sender = claimed if e["sender"] is None else e["sender"]
         run_id = RUN if e["run_ok"] else "run-other"
         kind = e["kind"]
@@ -369,26 +375,33 @@ class Fuzzer:
                 frozenset(rt.greeted), frozenset(rt.acked))
 
     def legit_refusal(self, where: str, who: Any, frames: list[bytes]) -> bool:
-        """The one NodeError allowed: a well-formed handshake refused (config mismatch)."""
+        """The one NodeError allowed: a neighbour refused our handshake (its hello_ack on our
+        own link to it says so). A refused hello is never fatal in plaintext."""
         msg = _decodes(frames)
-        if msg is None:
+        if msg is None or where == "router":
             return False
-        if where == "router":
-            j = _peer_of(who)
-            return (j is not None and msg.type == "hello" and msg.sender == j
-                    and msg.body.get("config_hash") != self.rt.config_hash)
         return msg.type == "hello_ack" and msg.sender == who and not msg.body.get("accept")
+
+    def valid_hello(self, who: bytes, frames: list[bytes]) -> int | None:
+        """The neighbour a message on connection `who` validly greets as (binds it), or None."""
+        msg = _decodes(frames)
+        if msg is None or msg.type != "hello" or msg.sender not in NEIGHBOURS:
+            return None
+        if msg.body.get("config_hash") != self.rt.config_hash:
+            return None
+        bound = self.rt.sock.peer_of(who)
+        if bound is not None and bound != msg.sender:
+            return None  # a bound connection's messages must come from its neighbour
+        return msg.sender
 
     def harmless_repeat(self, where: str, who: Any, frames: list[bytes]) -> bool:
         """Valid handshake messages are accepted (again) without a drop: a hello re-greets
-        (a neighbour rejoining after a crash), a hello_ack re-acks."""
+        (a neighbour rejoining after a crash, on a new connection), a hello_ack re-acks."""
+        if where == "router":
+            return self.valid_hello(who, frames) is not None
         msg = _decodes(frames)
         if msg is None:
             return False
-        if where == "router":
-            j = _peer_of(who)
-            return (j is not None and msg.type == "hello" and msg.sender == j
-                    and msg.body.get("config_hash") == self.rt.config_hash)
         return msg.type == "hello_ack" and msg.sender == who and bool(msg.body.get("accept"))
 
     def feed(self, where: str, who: Any, frames: list[bytes]) -> bool:
@@ -396,6 +409,8 @@ class Fuzzer:
         rt = self.rt
         before = self.snapshot()
         legit_error = self.legit_refusal(where, who, frames)
+        greets = self.valid_hello(who, frames) if where == "router" else None
+        bound_before = rt.sock.peer_of(who) if where == "router" else None
         try:
             if where == "router":
                 rt._on_router(who, frames)
@@ -405,6 +420,10 @@ class Fuzzer:
             assert legit_error, f"NodeError for an input that is no refused handshake: {exc}"
             return False
         assert not legit_error, "a mismatched handshake was not refused"
+        if where == "router":  # only a valid hello binds a connection, and to whom it greets
+            bound = rt.sock.peer_of(who)
+            assert bound == (greets if greets is not None else bound_before), \
+                (bound_before, greets, bound)
         after = self.snapshot()
         dropped, buffered = after[0] - before[0], after[1] - before[1]
         assert dropped in (0, 1) and buffered in (0, 1) and dropped + buffered <= 1
@@ -422,9 +441,12 @@ class Fuzzer:
     def still_works(self) -> None:
         """After the fuzzing, valid messages still get through."""
         rt = self.rt
-        hello = encode_control("hello", {"config_hash": rt.config_hash}, run_id=RUN, sender=1)
-        assert self.feed("router", b"1", hello)
-        assert 1 in rt.greeted
+        for j in NEIGHBOURS:  # on connections of their own (one the fuzzing bound to another
+            # neighbour keeps speaking for that one: a hello cannot re-bind it)
+            hello = encode_control("hello", {"config_hash": rt.config_hash}, run_id=RUN,
+                                   sender=j)
+            assert self.feed("router", f"{j}-fresh".encode(), hello)
+            assert j in rt.greeted and rt.sock.peer_of(f"{j}-fresh".encode()) == j
         ack = encode_control("hello_ack", {"accept": True, "reason": ""}, run_id=RUN, sender=2)
         assert self.feed("dealer", 2, ack)
         assert 2 in rt.acked
@@ -436,7 +458,7 @@ class Fuzzer:
             before = self.snapshot()
             frames = encode_payload(Payload("mask", tensors), run_id=RUN, round=r, phase=0,
                                     sender=j)  # raw codec: no link state involved
-            assert self.feed("router", str(j).encode(), frames)
+            assert self.feed("router", f"{j}-fresh".encode(), frames)
             assert self.snapshot()[1] == before[1] + 1 and j in rt.buffer[(r, 0)]
 
 
@@ -478,6 +500,8 @@ def test_runtime_buffer_is_bounded_by_phases(node_env) -> None:
     cfg, shapes, make = node_env
     runtime, socks = make()
     try:
+        runtime._on_router(b"1", encode_control("hello", {"config_hash": runtime.config_hash},
+                                                run_id=RUN, sender=1))
         tensors = {n: torch.zeros(s, dtype=torch.bool) for n, s in shapes.items()}
         for phase in range(200):
             runtime._on_router(b"1", encode_payload(Payload("mask", tensors), run_id=RUN,

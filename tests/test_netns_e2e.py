@@ -3,8 +3,10 @@
 Every node gets its own namespace with its own IP address (10.231.<x>.0/24), a veth pair whose
 other end sits on a bridge in a separate "switch" namespace, and is started alone with
 `mcepl node` (through `ip netns exec`), one after the other, as on separate hosts; the collector
-(`mcepl collect`) lives in another namespace. The run directory must be complete and the per-node
-numbers equal those of a loopback `launch()` of the same config, graph and run id.
+(`mcepl collect`) lives in another namespace. Everything runs secure, as a user would: keys made
+once with `mcepl topology keys`, each node given only its own secret key, the collector its own.
+The run directory must be complete and the per-node numbers equal those of a loopback
+`launch()` of the same config, graph and run id.
 
 Nothing touches the host's own network namespace: the addresses, the bridge and the veths exist
 only inside the namespaces created here, and deleting those namespaces (always, in the fixture's
@@ -26,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import free_base_port
 from mcepl.config import dump_toml
+from mcepl.launcher.cli import main as mcepl_main
 from mcepl.launcher.launch import launch
-from mcepl.topology import Topology, generate, save_topology, with_transport
+from mcepl.topology import Topology, generate, load_topology, save_topology, with_transport
+from mcepl.topology.keys import key_paths
 
 pytestmark = pytest.mark.slow
 
@@ -147,9 +150,8 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
     base = generate("er", NUM_NODES, p=0.7, seed=1, retention=[0.5, 0.3, 0.2])
 
     # Reference: the same config, graph and run id on loopback (only the addresses differ).
-    loop = with_transport(base, "tcp", host="127.0.0.1",
-                          base_port=free_base_port(NUM_NODES, start=22000))
-    launch(cfg, loop, tmp_path / "loopback", quiet=True, run_id=RUN_ID)
+    loop = with_transport(base, "tcp", host="127.0.0.1")
+    launch(cfg, loop, tmp_path / "loopback", quiet=True, run_id=RUN_ID, auto_ports=True)
     reference = read_records(tmp_path / "loopback")
 
     # Every node advertises its own namespace's IP. Node 0 binds that address, node 1 binds
@@ -164,13 +166,20 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
     files.mkdir()
     save_topology(topo, files / "topology.json")
     (files / "config.toml").write_text(dump_toml(cfg))
+    keys = tmp_path / "keys"
+    assert mcepl_main(["topology", "keys", str(files / "topology.json"), "-o", str(keys),
+                       "--update-topology"]) == 0
+    assert load_topology(files / "topology.json").secure
     run_dir, logs = tmp_path / "netns-run", tmp_path / "logs"
     logs.mkdir()
     collector_addr = f"tcp://{lab.addr(NUM_NODES)}:{COLLECTOR_PORT}"
     common = ["--topology", str(files / "topology.json"), "--config", str(files / "config.toml"),
               "--run-id", RUN_ID]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    mcepl = [sys.executable, "-m", "mcepl.cli"]
+    # the namespaces share this machine's cores: say how many nodes do ("auto" threads), as
+    # `mcepl launch` does for the loopback run
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "MCEPL_LOCAL_NODES": str(NUM_NODES)}
+    mcepl = [sys.executable, "-m", "mcepl.launcher.cli"]
 
     # The IPs live only inside the namespaces: the host namespace has none of them.
     assert f"{lab.subnet}." not in _ip("-o", "-4", "addr", "show").stdout
@@ -191,7 +200,7 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
     try:
         start("collector", lab.hosts[NUM_NODES],
               ["collect", *common, "--bind", collector_addr, "--out", str(run_dir),
-               "--timeout", str(RUN_TIMEOUT_S)])
+               "--timeout", str(RUN_TIMEOUT_S), "--key", str(key_paths(keys, "collector")[1])])
         _wait_for(lambda: "listening on" in (logs / "collector.log").read_text()
                   or procs["collector"].poll() is not None, 60, "the collector to listen")
         assert procs["collector"].poll() is None, report()
@@ -199,7 +208,8 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
         for i in reversed(range(NUM_NODES)):
             extra = ["--bind", f"tcp://0.0.0.0:{NODE_PORT}"] if i == 2 else []
             start(f"node-{i}", lab.hosts[i],
-                  ["node", *common, "--id", str(i), "--collector", collector_addr, *extra])
+                  ["node", *common, "--id", str(i), "--collector", collector_addr,
+                   "--key", str(key_paths(keys, i)[1]), *extra])
             time.sleep(1.0)
         try:
             procs["collector"].wait(timeout=RUN_TIMEOUT_S + 30)

@@ -108,6 +108,9 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     cfg, topo, algo, runtime, peer = two_nodes
     shapes = {n: tuple(t.shape) for n, t in algo.z.items()}
     good = mask_payload(shapes)
+    published = []
+    publish = runtime._publish
+    runtime._publish = lambda rec: (published.append(rec), publish(rec))[1]  # type: ignore
     thread, errors = run_in_thread(runtime)
     peer.handshake()
 
@@ -123,11 +126,18 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     peer.send(data(0, mask_payload(wrong)))
     peer.send(encode_payload(good, run_id="other-run", round=0, phase=0, sender=1))
     peer.send(data(0, sender=5))
-    # an unknown sender on a connection of its own
+    # a stranger on a connection of its own: data before any hello, a hello claiming to be
+    # node 1 with another config (in plaintext anyone may send one: refused, not fatal), a
+    # hello from a node that is no neighbour
     intruder = peer.ctx.socket(zmq.DEALER)
     intruder.setsockopt(zmq.ROUTING_ID, b"7")
     intruder.connect(topo.node(0).address)
     intruder.send_multipart(data(0, sender=7))
+    intruder.send_multipart(data(0, sender=1))
+    intruder.send_multipart(encode_control("hello", {"config_hash": "0123456789abcdef"},
+                                           run_id=RUN, sender=1))
+    intruder.send_multipart(encode_control("hello", {"config_hash": cfg.hash()}, run_id=RUN,
+                                           sender=7))
     # the real round 0, then a duplicate, then rounds 1..3, each followed by a replay of the
     # previous round (a duplicate or a stale message, depending on timing: both are dropped)
     peer.send(data(0))
@@ -147,9 +157,15 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     assert d.get("invalid_payload") == 1
     assert d.get("malformed_run_id") == 1
     assert d.get("wrong_sender") == 1
+    assert d.get("unbound") == 2
+    assert d.get("config_mismatch") == 1
     assert d.get("unknown_sender") == 1
     assert d.get("duplicate", 0) + d.get("stale", 0) == 1 + cfg.run.rounds
     assert d.get("too_far_ahead") == 1
+    # the records say it too, by reason (the dashboard's table)
+    last = published[-1]
+    assert last.dropped == sum(d.values())
+    assert last.dropped_by == " ".join(f"{k}:{v}" for k, v in sorted(d.items()))
     intruder.close(0)
 
 
@@ -166,9 +182,21 @@ def test_silent_neighbour_times_out_naming_it(two_nodes) -> None:
 
 
 def test_config_mismatch_is_refused(two_nodes) -> None:
+    """The neighbour is told why (its hello_ack says so, it stops at once); in plaintext this
+    node cannot know the hello came from the neighbour, so it waits out the handshake and then
+    names the refusal."""
     cfg, topo, algo, runtime, peer = two_nodes
+    runtime.cfg = cfg.with_overrides(run={"connect_timeout_s": 3.0})
+    runtime.config_hash = cfg.hash()
     thread, errors = run_in_thread(runtime)
-    peer.handshake(config_hash="0123456789abcdef", timeout=5)
+    peer.dealer.send_multipart(encode_control(
+        "hello", {"config_hash": "0123456789abcdef"}, run_id=RUN, sender=1))
+    assert peer.dealer.poll(20_000), "no hello_ack"
+    from mcepl.protocol import decode_message
+    ack = decode_message(peer.dealer.recv_multipart(), run_id=RUN)
+    assert ack.body["accept"] is False and "config hash mismatch" in ack.body["reason"]
     thread.join(30)
     assert len(errors) == 1
-    assert "config hash mismatch" in str(errors[0]) and "node 1" in str(errors[0])
+    msg = str(errors[0])
+    assert "no handshake from neighbour(s) 1" in msg
+    assert "config hash mismatch" in msg and "node 1" in msg

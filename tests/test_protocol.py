@@ -265,6 +265,8 @@ CONTROL_CASES = [
                             "loss": None}}),
     ("metrics", {"record": {}}),
     ("bye", {"status": "ok", "reason": ""}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [1, 5], "waited_s": 1.25}),
+    ("status", {"round": 0, "phase": 1, "waiting_for": [], "waited_s": 0.0}),
 ]
 
 
@@ -292,6 +294,14 @@ def test_control_round_trip(t: str, body: dict[str, Any]) -> None:
     ("metrics", {"record": [1]}),
     ("metrics", {"record": {f"k{i}": i for i in range(65)}}),
     ("bye", {"x": 1}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [1], "waited_s": 1}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [True], "waited_s": 1.0}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [-1], "waited_s": 1.0}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": "1", "waited_s": 1.0}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": list(range(1025)), "waited_s": 1.0}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [1], "waited_s": float("nan")}),
+    ("status", {"round": 3, "phase": 0, "waiting_for": [1], "waited_s": -1.0}),
+    ("status", {"round": 3, "waiting_for": [1], "waited_s": 1.0}),
     ("data", {}),
     ("nope", {}),
 ])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.cli import main, run_inprocess_to_dir
+from mcepl.launcher.cli import main
+from mcepl.launcher.inprocess import run_inprocess_to_dir
 from mcepl.launcher.report import bytes_per_node, summarize, write_report
 from mcepl.topology import generate
 

@@ -201,9 +201,9 @@ def _doc() -> dict:
         "version": 1,
         "nodes": [
             {"id": 0, "address": "tcp://127.0.0.1:5550", "retention": 0.4, "labels": [1, 2]},
-            {"id": 1, "address": "tcp://127.0.0.1:5551", "retention": 0.2},
+            {"id": 1, "address": "tcp://127.0.0.1:5551", "retention": 0.2, "labels": [3]},
             {"id": 2, "address": "ipc:///tmp/x/node-2.sock", "retention": 1,
-             "bind": "tcp://0.0.0.0:5555"},
+             "bind": "tcp://0.0.0.0:5555", "labels": [4, 5]},
         ],
         "edges": [[0, 1], [2, 1]],
         "meta": {"kind": "test"},

@@ -49,7 +49,7 @@ def signal_ratios(cfg: Config, r: float) -> list[float]:
     for i, shard in enumerate(shards):
         algo: Algorithm = build_algorithm(cfg, topo, i, shard)
         with torch.inference_mode():
-            logits = algo.predict(shard.test_x)
+            logits = algo.predict(shard.test_x[:])
         bias = list(algo.ctx.model.module.parameters())[-1]
         assert bias.shape == (shard.num_classes,)  # the final layer's bias
         out.append(float(logits.std(dim=0).mean() / bias.std()))

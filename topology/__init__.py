@@ -15,7 +15,7 @@ from .generators import (
     save_topology,
     with_transport,
 )
-from .schema import FORMAT_VERSION, NodeSpec, Topology, TopologyError
+from .schema import FORMAT_VERSION, NodeSpec, Topology, TopologyError, check_label_range
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,6 +26,7 @@ __all__ = [
     "NodeSpec",
     "Topology",
     "TopologyError",
+    "check_label_range",
     "default_ipc_dir",
     "dumps_topology",
     "generate",

@@ -24,7 +24,7 @@ from .generators import (
     read_labels_file,
     save_topology,
 )
-from .schema import Topology, TopologyError
+from .schema import Topology, TopologyError, check_label_range
 
 
 def add_topology_parser(subparsers: Any) -> Any:
@@ -37,9 +37,10 @@ def add_topology_parser(subparsers: Any) -> Any:
     topo = subparsers.add_parser(
         "topology", help="generate or check a topology file",
         description="Create and validate topology files (nodes, addresses, retention ratios, "
-                    "undirected edges), and turn them into docker-compose files.")
+                    "undirected edges), and turn them into docker-compose files or Kubernetes "
+                    "manifests.")
     topo.set_defaults(func=lambda _args: _usage(topo))
-    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,keys}")
+    sub = topo.add_subparsers(dest="topology_command", metavar="{generate,check,compose,kube,keys}")
 
     gen = sub.add_parser(
         "generate", help="write a new topology file",
@@ -84,8 +85,14 @@ def add_topology_parser(subparsers: Any) -> Any:
     chk = sub.add_parser(
         "check", help="validate a topology file and summarise it",
         description="Validate a topology file. Prints a summary and exits 0, or prints the "
-                    "first problem on one line to stderr and exits 2.")
+                    "first problem on one line to stderr and exits 2. Labels must lie within "
+                    "the data set's classes (the data set of --config, or --dataset; default "
+                    "fashion-mnist).")
     chk.add_argument("file", metavar="FILE", help="topology JSON file")
+    chk.add_argument("--config", metavar="FILE", default=None,
+                     help="the run's config TOML: its data set's classes bound the labels")
+    chk.add_argument("--dataset", metavar="NAME", default=None,
+                     help="the data set whose classes bound the labels (default: the config's)")
     chk.set_defaults(func=cmd_check)
 
     comp = sub.add_parser(
@@ -116,6 +123,41 @@ def add_topology_parser(subparsers: Any) -> Any:
                            "secret key in any file here); 'none': plaintext traffic")
     comp.set_defaults(func=cmd_compose)
 
+    kube = sub.add_parser(
+        "kube", help="write Kubernetes manifests (one Job per node) for a topology",
+        description="Write Kubernetes manifests into DIR: mcepl.yaml (a ConfigMap with the "
+                    "container topology and config, a headless Service giving node i the DNS "
+                    "name node-<i>.<name>, a Service for the collector, one Job per node and "
+                    "one for the collector, a claim for the results) and, with CURVE keys (the "
+                    "default), keys.yaml (mode 0600): one Secret per node holding its secret "
+                    "key, mounted into that node only. Apply with `kubectl apply -f DIR/`. "
+                    "Memory requests come from the measured peak memory of a node process.")
+    kube.add_argument("file", metavar="TOPOLOGY", help="topology JSON file (any addresses)")
+    kube.add_argument("--config", metavar="FILE", default=None,
+                      help="experiment config TOML (default: built-in defaults)")
+    kube.add_argument("-o", "--output", metavar="DIR", required=True,
+                      help="directory for mcepl.yaml and keys.yaml")
+    kube.add_argument("--name", default="mcepl",
+                      help="prefix of every object and the headless Service's name (default "
+                           "mcepl); the run directory is /results/NAME")
+    kube.add_argument("--namespace", metavar="NS", default=None,
+                      help="namespace of every object (default: kubectl's current one)")
+    kube.add_argument("--image", metavar="NAME", default="mcepl:latest",
+                      help="image of every Pod (default mcepl:latest; push it to a registry "
+                           "the cluster can pull from)")
+    kube.add_argument("--data", metavar="hostpath:DIR|pvc:CLAIM", default=None,
+                      help="the data set, mounted read-only at /data: a directory on every "
+                           "Kubernetes node (default hostpath: data.root, else "
+                           "/usr/share/datasets/<dataset>) or a PersistentVolumeClaim")
+    kube.add_argument("--results", metavar="hostpath:DIR|pvc:CLAIM", default=None,
+                      help="where the collector writes (default pvc:NAME-results, a 1Gi claim "
+                           "created by these manifests)")
+    kube.add_argument("--keys", choices=("generate", "none"), default="generate",
+                      help="CURVE keys (default generate): a fresh key pair per node now, the "
+                           "public keys in the topology, each secret key in its node's Secret; "
+                           "'none': plaintext traffic")
+    kube.set_defaults(func=cmd_kube)
+
     keys = sub.add_parser(
         "keys", help="make a CURVE key pair per node (encrypted, authenticated traffic)",
         description="Make one ZeroMQ CURVE key pair per node: KEYDIR/node-<i>.key (public) and "
@@ -136,6 +178,8 @@ def add_topology_parser(subparsers: Any) -> Any:
     keys.add_argument("--owner", metavar="UID:GID", default=None,
                       help="chown the key files to UID:GID (when root makes keys for an "
                            "unprivileged node user)")
+    keys.add_argument("--collector-owner", metavar="UID:GID", default=None,
+                      help="chown the collector's key files to UID:GID (default: --owner)")
     keys.set_defaults(func=cmd_keys)
     return sub
 
@@ -210,9 +254,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Handle ``topology check``."""
+    from mcepl.config import ConfigError, load_config
+    from mcepl.registry import DATASETS
+
     try:
         topo = load_topology(args.file)
-    except TopologyError as e:
+        dataset = args.dataset
+        if dataset is None:
+            dataset = load_config(args.config).data.dataset
+        if args.dataset is not None and dataset not in DATASETS:
+            return _fail(f"--dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        classes = getattr(DATASETS.get(dataset), "num_classes", None)
+        if isinstance(classes, int):
+            check_label_range(topo, classes, args.file, dataset)
+    except (TopologyError, ConfigError) as e:
         return _fail(str(e))
     print(summarize(topo, args.file))
     return 0
@@ -236,6 +291,29 @@ def cmd_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kube(args: argparse.Namespace) -> int:
+    """Handle ``topology kube``."""
+    from mcepl.config import ConfigError, load_config
+
+    from .kube import KubeOptions, VolumeSource, write_kube
+
+    try:
+        opts = KubeOptions(
+            name=args.name, namespace=args.namespace, image=args.image, keys=args.keys,
+            data=VolumeSource.parse(args.data, "--data") if args.data else None,
+            results=VolumeSource.parse(args.results, "--results") if args.results else None)
+        topo = load_topology(args.file)
+        cfg = load_config(args.config)
+        files = write_kube(topo, cfg, args.output, opts)
+    except (TopologyError, ConfigError) as e:
+        return _fail(str(e))
+    keys = (f" and {files.secrets} (one Secret per node; private, mode 0600)"
+            if files.secrets else " (no CURVE keys: plaintext)")
+    print(f"wrote {files.manifests}: {files.nodes} node Jobs, a collector Job and their "
+          f"Services{keys}; apply with `kubectl apply -f {args.output}/`")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """Handle ``topology keys``."""
     from pathlib import Path
@@ -244,26 +322,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     if args.update_topology and args.topology_out is not None:
         return _fail("give --update-topology or --topology-out, not both")
-    owner = None
-    if args.owner is not None:
+    owners = []
+    for flag, value in (("--owner", args.owner), ("--collector-owner", args.collector_owner)):
+        if value is None:
+            owners.append(None)
+            continue
         try:
-            uid, gid = (int(x) for x in args.owner.split(":"))
-            owner = (uid, gid)
+            uid, gid = (int(x) for x in value.split(":"))
+            owners.append((uid, gid))
         except ValueError:
-            return _fail(f"--owner: expected UID:GID (numbers), got {args.owner!r}")
+            return _fail(f"{flag}: expected UID:GID (numbers), got {value!r}")
+    owner, collector_owner = owners
     keydir = Path(args.output)
     out = (Path(args.file) if args.update_topology else
            Path(args.topology_out) if args.topology_out is not None else keydir / "topology.json")
     try:
         topo = load_topology(args.file)
-        keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner)
+        keyed = generate_keys(topo, keydir, per_node_dirs=args.per_node_dirs, owner=owner,
+                              collector_owner=collector_owner)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_topology(keyed, out)
     except (TopologyError, OSError) as e:
         return _fail(str(e))
     where = f"{keydir}/node-<i>/" if args.per_node_dirs else f"{keydir}/"
-    print(f"wrote {topo.num_nodes} CURVE key pairs in {where} (node-<i>.key public, "
-          f"node-<i>.key_secret secret, mode 0600) and the topology with the public keys to {out}")
+    print(f"wrote {topo.num_nodes} CURVE key pairs and the collector's in {where} (node-<i>.key "
+          f"and collector.key public, .key_secret secret, mode 0600) and the topology with the "
+          f"public keys to {out}")
     return 0
 
 

@@ -17,46 +17,73 @@ From a topology and a config this writes three files:
 CURVE keys (``keys="init"``, the default) are made at ``docker compose up``, never written here:
 a one-shot ``keys`` service (no network, runs first) runs ``mcepl topology keys`` on the topology,
 writing node i's key pair into the named volume ``mcepl-key-<i>`` (secret file 0600, owned by the
-image's user uid 1000) and the topology with every public key into ``mcepl-public``. The nodes and
-the collector wait for it to complete, read that topology, and each node mounts only its own key
-volume (read-only) and gets ``--key``. Every ``up`` makes fresh keys; ``docker compose down -v``
-deletes them. ``keys="none"``: plaintext, as before. The output only depends
-on the inputs and on the paths relative to the compose file, so regenerating from the written
-``<run-dir>/topology.json`` and ``config.toml`` reproduces every file byte for byte.
+image's user uid 1000), the collector's into ``mcepl-key-collector`` (owned by the uid the
+collector runs as, ``$MCEPL_UID``) and the topology with every public key into ``mcepl-public``.
+The nodes and the collector wait for it to complete, read that topology, and each mounts only
+its own key volume (read-only) and gets ``--key``. Every ``up`` makes fresh keys; ``docker compose
+down -v`` deletes them. ``keys="none"``: plaintext (every command gets ``--insecure``).
 
-YAML is written by a small emitter here (block mappings, lists of scalars on one line when short,
-every string double-quoted with JSON escapes, which YAML reads the same way): no PyYAML needed.
+The output only depends on the inputs and on the paths relative to the compose file, so
+regenerating from the written ``<run-dir>/topology.json`` and ``config.toml`` reproduces every
+file byte for byte.
+
+The data set is mounted from the host directory ``$MCEPL_DATA`` (default: the config's
+``data.root``, else ``/usr/share/datasets/<dataset>``); the container config has
+``data.download = false`` and the nodes get ``MCEPL_DATA_HINT`` naming that mount, so a missing
+data set ends every node at once with one line saying what to set. A node waits at most
+``run.connect_timeout_s`` for the collector to accept connections, so a collector that refused to
+start (``./results`` already holds a run) ends every node too instead of letting them train for
+nobody.
+
+The containers' commands, environment and mounts come from :mod:`.deploy` (shared with the
+Kubernetes manifests); YAML is written by :mod:`.yamltext` (no PyYAML needed).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .generators import read_labels_file, save_topology
+from .deploy import (
+    COLLECTOR_PORT,
+    CONTAINER_PUBLIC_DIR,
+    CONTAINER_RUN_DIR,
+    DATA,
+    DEFAULT_IMAGE,
+    FILES,
+    HOST_DATASETS_DIR,
+    IMAGE_GID,
+    IMAGE_UID,
+    KEY,
+    PUBLIC,
+    RESULTS,
+    Container,
+    Layout,
+    collector_container,
+    container_files,
+    container_topology,
+    default_data_source,
+    node_container,
+)
+from .generators import save_topology
 from .schema import Topology, TopologyError
+from .yamltext import to_yaml
 
-CONTAINER_RUN_DIR = "/run/mcepl"
-CONTAINER_DATA_DIR = "/data"
-CONTAINER_RESULTS_DIR = "/results"
-NODE_PORT = 5555
-COLLECTOR_PORT = 5600
+__all__ = ["COLLECTOR_SERVICE", "ComposeFiles", "KEY_MODES", "compose_dict", "container_files",
+           "container_topology", "default_data_source", "key_volume", "node_service",
+           "render_compose", "to_yaml", "write_compose"]
+
 COLLECTOR_SERVICE = "collector"
 NETWORK = "mcepl"
-DEFAULT_IMAGE = "mcepl:latest"
 KEYS_SERVICE = "keys"
 KEY_MODES = ("init", "none")
 PUBLIC_VOLUME = "mcepl-public"
-CONTAINER_PUBLIC_DIR = "/run/mcepl-public"  # the topology with the public keys
-CONTAINER_KEY_DIR = "/run/mcepl-key"  # node i's own key volume
-#: uid:gid of the image's user `mcepl` (Dockerfile ARG UID=1000): owner of the secret key files.
-IMAGE_USER = "1000:1000"
-#: Where the Debian ``dataset-*`` packages (and ``scripts/install.sh``) put the data sets.
-HOST_DATASETS_DIR = "/usr/share/datasets"
+IMAGE_USER = f"{IMAGE_UID}:{IMAGE_GID}"
+#: uid:gid the collector runs as (it writes ./results for the host user): owner of its key.
+COLLECTOR_USER = "${MCEPL_UID:-1000}:${MCEPL_GID:-1000}"
+COLLECTOR_KEY_VOLUME = "mcepl-key-collector"
 
 
 def node_service(i: int) -> str:
@@ -64,39 +91,9 @@ def node_service(i: int) -> str:
     return f"node-{i}"
 
 
-def container_topology(topo: Topology, labels: list[list[int]] | None = None) -> Topology:
-    """Same graph, retentions and labels; addresses ``tcp://node-<i>:5555``, bind ``0.0.0.0``.
-
-    ``labels`` (one list per node) replaces the nodes' labels when given. Public keys are
-    dropped (see the module docstring).
-    """
-    nodes = [
-        dataclasses.replace(
-            n, address=f"tcp://{node_service(n.id)}:{NODE_PORT}",
-            bind=f"tcp://0.0.0.0:{NODE_PORT}",
-            labels=[int(x) for x in labels[n.id]] if labels is not None else n.labels,
-            public_key=None)  # keys are made per deployment, at `docker compose up`
-        for n in topo.nodes
-    ]
-    meta = {**topo.meta, "transport": "tcp"}
-    return Topology(nodes=nodes, edges=list(topo.edges), meta=meta).validate("<compose topology>")
-
-
-def container_files(topo: Topology, cfg: Any) -> tuple[Topology, Any]:
-    """The topology and config as the containers see them (see the module docstring)."""
-    labels = None
-    if cfg.data.labels_file and not all(n.labels is not None for n in topo.nodes):
-        labels = read_labels_file(cfg.data.labels_file, num_nodes=topo.num_nodes)
-    ctopo = container_topology(topo, labels)
-    data = dataclasses.replace(cfg.data, root=None, labels_file=None)
-    return ctopo, dataclasses.replace(cfg, data=data)
-
-
-def default_data_source(cfg: Any) -> str:
-    """Host directory mounted at /data unless ``$MCEPL_DATA`` says otherwise."""
-    if cfg.data.root:
-        return os.path.abspath(os.path.expanduser(cfg.data.root))
-    return f"{HOST_DATASETS_DIR}/{cfg.data.dataset}"
+def _esc(text: str) -> str:
+    """Escape ``$`` for compose's variable interpolation."""
+    return text.replace("$", "$$")
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -105,19 +102,36 @@ def _rel(path: Path, base: Path) -> str:
     return rel if rel.startswith((".", "/")) else f"./{rel}"
 
 
-def _esc(text: str) -> str:
-    """Escape ``$`` for compose's variable interpolation."""
-    return text.replace("$", "$$")
-
-
 def key_volume(i: int) -> str:
     """Named volume holding node ``i``'s key pair (mounted into the keys service and node i)."""
     return f"mcepl-key-{i}"
 
 
+def data_hint(data_source: str) -> str:
+    """``MCEPL_DATA_HINT`` of the nodes: the host directory behind /data (interpolated by
+    compose at `up`) and what to set when the data set is not there."""
+    return (f"the mount of the host directory ${{MCEPL_DATA:-{_esc(data_source)}}}: set "
+            f"MCEPL_DATA to the host directory that holds the data set files and run "
+            f"`docker compose up` again")
+
+
+def _volumes(c: Container, *, run_dir: str, results: str, data_source: str) -> list[str]:
+    """A container's mounts as compose short-syntax volumes."""
+    source = {FILES: _esc(run_dir), PUBLIC: PUBLIC_VOLUME, RESULTS: _esc(results),
+              DATA: f"${{MCEPL_DATA:-{_esc(data_source)}}}"}
+    out = []
+    for m in c.mounts:
+        if m.role == KEY:  # each container its own key: node i's, or the collector's
+            src = key_volume(c.node) if c.node is not None else COLLECTOR_KEY_VOLUME
+        else:
+            src = source[m.role]
+        out.append(f"{src}:{m.target}" + (":ro" if m.read_only else ""))
+    return out
+
+
 def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFAULT_IMAGE,
                  build: str | None = ".", data_source: str = f"{HOST_DATASETS_DIR}/fashion-mnist",
-                 results: str = "./results", threads: int = 1, keys: str = "init"
+                 results: str = "./results", threads: int | str = 1, keys: str = "init"
                  ) -> dict[str, Any]:
     """The compose document for a container topology (as made by :func:`container_topology`).
 
@@ -128,107 +142,63 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
     if keys not in KEY_MODES:
         raise TopologyError(f"compose: keys must be one of {', '.join(KEY_MODES)}, got {keys!r}")
     secure = keys == "init"
-    run_files = f"{_esc(run_dir)}:{CONTAINER_RUN_DIR}:ro"
-    public_files = f"{PUBLIC_VOLUME}:{CONTAINER_PUBLIC_DIR}:ro"
     in_topo = f"{CONTAINER_RUN_DIR}/topology.json"
-    topo_file = f"{CONTAINER_PUBLIC_DIR}/topology.json" if secure else in_topo
-    cfg_file = f"{CONTAINER_RUN_DIR}/config.toml"
+    layout = Layout(collector=f"tcp://{COLLECTOR_SERVICE}:{COLLECTOR_PORT}", secure=secure,
+                    topology=f"{CONTAINER_PUBLIC_DIR}/topology.json" if secure else in_topo,
+                    threads=threads, local_nodes=topo.num_nodes,
+                    data_hint=data_hint(data_source))
+
+    def volumes(c: Container) -> list[str]:
+        return _volumes(c, run_dir=run_dir, results=results, data_source=data_source)
+
     services: dict[str, Any] = {}
     after_keys = {KEYS_SERVICE: {"condition": "service_completed_successfully"}}
     if secure:
         services[KEYS_SERVICE] = {
             "image": image,
             "command": ["topology", "keys", in_topo, "-o", "/keys", "--per-node-dirs",
-                        "--owner", IMAGE_USER, "--topology-out", "/keys/public/topology.json"],
+                        "--owner", IMAGE_USER, "--collector-owner", COLLECTOR_USER,
+                        "--topology-out", "/keys/public/topology.json"],
             "user": "0:0",  # writes into fresh (root-owned) volumes, chowns to the node user
             "network_mode": "none",
-            "volumes": [run_files, f"{PUBLIC_VOLUME}:/keys/public",
+            "volumes": [f"{_esc(run_dir)}:{CONTAINER_RUN_DIR}:ro", f"{PUBLIC_VOLUME}:/keys/public",
+                        f"{COLLECTOR_KEY_VOLUME}:/keys/collector",
                         *(f"{key_volume(n.id)}:/keys/node-{n.id}" for n in topo.nodes)],
         }
+    col = collector_container(layout)
     collector: dict[str, Any] = {"image": image}
     if build is not None:
         collector["build"] = build
     collector.update({
-        "command": ["collect", "--topology", topo_file, "--config", cfg_file,
-                    "--bind", f"tcp://0.0.0.0:{COLLECTOR_PORT}", "--out", CONTAINER_RESULTS_DIR],
+        "command": col.args,
         # The run directory lands in ./results owned by the host user (mkdir it first).
-        "user": "${MCEPL_UID:-1000}:${MCEPL_GID:-1000}",
+        "user": COLLECTOR_USER,
         "init": True,
         "networks": [NETWORK],
-        "volumes": [run_files, f"{_esc(results)}:{CONTAINER_RESULTS_DIR}"],
+        "volumes": volumes(col),
     })
     if secure:
         collector["depends_on"] = dict(after_keys)
-        collector["volumes"].insert(1, public_files)
     services[COLLECTOR_SERVICE] = collector
     for n in topo.nodes:
-        command = ["node", "--topology", topo_file, "--config", cfg_file, "--id", str(n.id),
-                   "--collector", f"tcp://{COLLECTOR_SERVICE}:{COLLECTOR_PORT}"]
-        volumes = [f"${{MCEPL_DATA:-{_esc(data_source)}}}:{CONTAINER_DATA_DIR}:ro", run_files]
+        c = node_container(layout, n.id)
         depends: Any = [COLLECTOR_SERVICE]
         if secure:
-            command += ["--key", f"{CONTAINER_KEY_DIR}/node-{n.id}.key_secret"]
-            volumes += [public_files, f"{key_volume(n.id)}:{CONTAINER_KEY_DIR}:ro"]
             depends = {COLLECTOR_SERVICE: {"condition": "service_started"}, **after_keys}
         services[node_service(n.id)] = {
             "image": image,
-            "command": command,
+            "command": c.args,
             "depends_on": depends,
-            "environment": {"MCEPL_DATA": CONTAINER_DATA_DIR, "OMP_NUM_THREADS": str(threads)},
+            "environment": dict(c.env),
             "init": True,
             "networks": [NETWORK],
-            "volumes": volumes,
+            "volumes": volumes(c),
         }
     doc: dict[str, Any] = {"services": services, "networks": {NETWORK: {"driver": "bridge"}}}
     if secure:
-        doc["volumes"] = {PUBLIC_VOLUME: {}, **{key_volume(n.id): {} for n in topo.nodes}}
+        doc["volumes"] = {PUBLIC_VOLUME: {}, COLLECTOR_KEY_VOLUME: {},
+                          **{key_volume(n.id): {} for n in topo.nodes}}
     return doc
-
-
-# ---- a minimal YAML emitter ---------------------------------------------------------------------
-_FLOW_WIDTH = 160  # lists of scalars that fit on one line this wide are written [a, b, c]
-
-
-def _scalar(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid YAML double-quoted scalar
-    raise TypeError(f"cannot write {type(v).__name__} to YAML")
-
-
-def _yaml_lines(d: dict[str, Any], indent: int) -> list[str]:
-    pad = "  " * indent
-    out: list[str] = []
-    for key, val in d.items():
-        if isinstance(val, dict):
-            if val:
-                out.append(f"{pad}{key}:")
-                out.extend(_yaml_lines(val, indent + 1))
-            else:
-                out.append(f"{pad}{key}: {{}}")
-        elif isinstance(val, list):
-            flow = f"{pad}{key}: [{', '.join(_scalar(x) for x in val)}]"
-            if len(flow) <= _FLOW_WIDTH or not val:
-                out.append(flow)
-            else:
-                out.append(f"{pad}{key}:")
-                out.extend(f"{pad}  - {_scalar(x)}" for x in val)
-        else:
-            out.append(f"{pad}{key}: {_scalar(val)}")
-    return out
-
-
-def to_yaml(doc: dict[str, Any]) -> str:
-    """YAML text of a document made of dicts (str keys), lists of scalars, str, int and bool."""
-    lines: list[str] = []
-    for key, val in doc.items():
-        if lines:
-            lines.append("")
-        lines.extend(_yaml_lines({key: val}, 0))
-    return "\n".join(lines) + "\n"
 
 
 def render_compose(topo: Topology, cfg: Any, *, run_dir: str = "./deploy",
@@ -251,8 +221,9 @@ def render_compose(topo: Topology, cfg: Any, *, run_dir: str = "./deploy",
         header += (
             "# Traffic between nodes is encrypted and authenticated (ZeroMQ CURVE): the\n"
             "# one-shot 'keys' service makes a fresh key pair per node at every `up`, into one\n"
-            "# named volume per node (mcepl-key-<i>, mounted read-only into node-<i> only), and\n"
-            "# the topology with the public keys into mcepl-public. `docker compose down -v`\n"
+            "# named volume per node (mcepl-key-<i>, mounted read-only into node-<i> only), the\n"
+            "# collector's into mcepl-key-collector (metrics are authenticated too), and the\n"
+            "# topology with the public keys into mcepl-public. `docker compose down -v`\n"
             "# deletes them. No secret key is stored in any file of the repository.\n"
         )
     return header + to_yaml(doc)

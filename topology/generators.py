@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import numpy as np
+
+from mcepl import jsonio
 
 from .schema import NodeSpec, Topology, TopologyError
 
@@ -142,6 +143,8 @@ def _er_edges(n: int, p: float, seed: int) -> tuple[list[tuple[int, int]], int]:
         raise TopologyError(f"er: p must be a probability in [0, 1], got {p!r}")
     if n > 1 and p == 0.0:
         raise TopologyError(f"er: p=0 never gives a connected graph on {n} nodes")
+    import networkx as nx  # here, not at the top: node processes never need it (12 MB each)
+
     for attempt in range(MAX_ER_ATTEMPTS):
         g = nx.gnp_random_graph(n, p, seed=seed + attempt)
         if nx.is_connected(g):
@@ -216,8 +219,7 @@ def with_transport(topo: Topology, transport: str, ipc_dir: str | Path | None = 
                 bind = f"tcp://{old_bind[0]}:{new_port}"
             nodes.append(replace(node, address=f"tcp://{new_host}:{new_port}", bind=bind))
     meta = {**topo.meta, "transport": transport}
-    return Topology(nodes=nodes, edges=list(topo.edges), meta=meta).validate(
-        f"<{transport} addresses>")
+    return replace(topo, nodes=nodes, meta=meta).validate(f"<{transport} addresses>")
 
 
 def _split_tcp(addr: str) -> tuple[str, int] | None:
@@ -274,6 +276,8 @@ def read_adjacency(path: str | Path) -> tuple[int, list[tuple[int, int]]]:
                 raise TopologyError(f"{path}: not symmetric: entry ({i}, {j}) is {mat[i][j]} but "
                                     f"({j}, {i}) is {mat[j][i]}")
     edges = [(i, j) for i in range(n) for j in range(i + 1, n) if mat[i][j]]
+    import networkx as nx
+
     g = nx.Graph()
     g.add_nodes_from(range(n))
     g.add_edges_from(edges)
@@ -300,11 +304,15 @@ def read_labels_file(path: str | Path, num_nodes: int | None = None) -> list[lis
 
 
 # ---- topology files -----------------------------------------------------------------------------
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for k, v in pairs:
         if k in d:
-            raise ValueError(f"duplicate key {k!r} in a JSON object")
+            raise _DuplicateKey(f"duplicate key {k!r} in a JSON object")
         d[k] = v
     return d
 
@@ -313,9 +321,11 @@ def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file; every problem is a one-line :class:`TopologyError`."""
     text = _read_text(path, "topology file")
     try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        doc = jsonio.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as e:
         raise TopologyError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except jsonio.JSONLimitError as e:
+        raise TopologyError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e}") from None
     except ValueError as e:  # duplicate key
         raise TopologyError(f"{path}: invalid topology: {e}") from None
     return Topology.from_json_dict(doc, source=str(path))
@@ -331,8 +341,9 @@ def dumps_topology(topo: Topology) -> str:
     nodes = ",\n".join("    " + json.dumps(nd) for nd in d["nodes"])
     edges = ",\n".join("    " + json.dumps(e) for e in d["edges"])
     edges_block = f"[\n{edges}\n  ]" if edges else "[]"
+    collector = f',\n  "collector": {json.dumps(d["collector"])}' if "collector" in d else ""
     return (f'{{\n  "version": {d["version"]},\n  "nodes": [\n{nodes}\n  ],\n'
-            f'  "edges": {edges_block},\n  "meta": {meta}\n}}\n')
+            f'  "edges": {edges_block},\n  "meta": {meta}{collector}\n}}\n')
 
 
 def save_topology(topo: Topology, path: str | Path) -> None:

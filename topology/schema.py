@@ -28,9 +28,15 @@ Rules:
 - ``retention`` is in (0, 1]; ``labels`` (optional) is a non-empty list of distinct ints >= 0.
 - Edges are undirected: ``[a, b]`` and ``[b, a]`` are the same edge, so listing both is a duplicate.
   They are stored normalised as ``(min, max)`` and sorted. No self loops; the graph is connected.
+- ``labels``: on every node or on none (a partial assignment is an error, not silently
+  ignored). Whether they lie within the data set's classes is checked by whoever knows the data
+  set (``check_label_range``: ``mcepl topology check``, ``launch``, ``node``).
 - ``public_key`` (optional) is the node's ZeroMQ CURVE public key, 40 characters of Z85 (as
   ``mcepl topology keys`` writes it). Either every node has one (the network runs encrypted and
   authenticated) or none has; keys are distinct.
+- ``collector`` (optional) is ``{"public_key": KEY}``: the metrics collector's CURVE public key,
+  which the nodes' metrics PUSH sockets authenticate the collector with. A topology with node
+  keys needs it (metrics are authenticated too), one without node keys must not have it.
 """
 
 from __future__ import annotations
@@ -40,13 +46,14 @@ import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import networkx as nx
+if TYPE_CHECKING:  # imported where used: every node process loads this module, and networkx
+    import networkx as nx  # costs 12 MB of memory per process
 
 FORMAT_VERSION = 1
 
-_TOP_KEYS = ("version", "nodes", "edges", "meta")
+_TOP_KEYS = ("version", "nodes", "edges", "meta", "collector")
 _TOP_REQUIRED = ("version", "nodes", "edges")
 _NODE_KEYS = ("id", "address", "retention", "labels", "bind", "public_key")
 _NODE_REQUIRED = ("id", "address", "retention")
@@ -102,6 +109,7 @@ class Topology:
     nodes: list[NodeSpec]
     edges: list[tuple[int, int]]
     meta: dict[str, Any] = field(default_factory=dict)
+    collector_key: str | None = None  # the collector's CURVE public key, Z85 (40 chars)
     _adj: dict[int, list[int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +171,8 @@ class Topology:
 
     def to_networkx(self) -> nx.Graph:
         """Undirected graph with node attributes address/retention/labels/bind (None when unset)."""
+        import networkx as nx
+
         g = nx.Graph()
         for n in self.nodes:
             g.add_node(n.id, address=n.address, retention=n.retention, labels=n.labels,
@@ -172,12 +182,15 @@ class Topology:
 
     # ---- (de)serialisation ---------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "nodes": [n.to_json_dict() for n in self.nodes],
             "edges": [[a, b] for a, b in self.edges],
             "meta": dict(self.meta),
         }
+        if self.collector_key is not None:
+            d["collector"] = {"public_key": self.collector_key}
+        return d
 
     @classmethod
     def from_json_dict(cls, d: Any, source: str = "<topology>") -> Topology:
@@ -205,7 +218,8 @@ class Topology:
             _check_retention(n.retention, err, where)
             if n.labels is not None:
                 _check_labels(n.labels, err, where)
-        _check_public_keys(self.nodes, err)
+        _check_labels_everywhere(self.nodes, err)
+        _check_public_keys(self.nodes, self.collector_key, err)
         _check_edges([list(e) for e in self.edges], len(self.nodes), err, normalised=True)
         comps = self._components()
         if len(comps) > 1:
@@ -289,7 +303,26 @@ def is_z85_key(text: Any) -> bool:
     return isinstance(text, str) and _Z85_KEY_RE.match(text) is not None
 
 
-def _check_public_keys(nodes: list[NodeSpec], err: _Err) -> None:
+def _check_labels_everywhere(nodes: list[NodeSpec], err: _Err) -> None:
+    with_labels = [n.id for n in nodes if n.labels is not None]
+    if with_labels and len(with_labels) != len(nodes):
+        missing = [n.id for n in nodes if n.labels is None]
+        err(f"node {missing[0]}: no labels, but nodes {_fmt_ids(with_labels)} have them; give "
+            "labels to every node or to none (then data.labels_file or labels_per_node applies)")
+
+
+def check_label_range(topo: Topology, num_classes: int, source: str, dataset: str) -> None:
+    """Every node's labels lie in 0..num_classes-1 (the data set's classes); TopologyError
+    naming `source`, the node and the data set otherwise."""
+    err = _Err(source)
+    for n in topo.nodes:
+        bad = [x for x in (n.labels or []) if x >= num_classes]
+        if bad:
+            err(f"node {n.id}: label {bad[0]} is outside the {num_classes} classes of {dataset} "
+                f"(0..{num_classes - 1})")
+
+
+def _check_public_keys(nodes: list[NodeSpec], collector_key: str | None, err: _Err) -> None:
     with_key = [n.id for n in nodes if n.public_key is not None]
     if with_key and len(with_key) != len(nodes):
         missing = [n.id for n in nodes if n.public_key is None]
@@ -305,6 +338,19 @@ def _check_public_keys(nodes: list[NodeSpec], err: _Err) -> None:
         if n.public_key in seen:
             err(f"node {n.id}: public_key already used by node {seen[n.public_key]}")
         seen[n.public_key] = n.id
+    if collector_key is not None:
+        if not is_z85_key(collector_key):
+            err(f"collector: public_key {collector_key!r} is not a CURVE public key "
+                "(40 characters of Z85)")
+        if not with_key:
+            err("collector: a public_key, but the nodes have none; give every node a key "
+                "(`mcepl topology keys`) or remove the collector entry")
+        if collector_key in seen:
+            err(f"collector: public_key already used by node {seen[collector_key]}")
+    elif with_key:
+        err("the nodes have public keys but the collector has none (\"collector\": "
+            "{\"public_key\": ...}): metrics are authenticated too; `mcepl topology keys` "
+            "writes both")
 
 
 def _check_retention(r: float, err: _Err, where: str) -> None:
@@ -393,6 +439,17 @@ def _parse(d: Any, source: str) -> Topology:
         err(f"key 'edges' must be an array, got {_tname(raw_edges)}")
     if not isinstance(meta, dict):
         err(f"key 'meta' must be an object, got {_tname(meta)}")
+    collector_key = None
+    if "collector" in d:
+        col = d["collector"]
+        if not isinstance(col, dict):
+            err(f"key 'collector' must be an object, got {_tname(col)}")
+        _check_keys(col, ("public_key",), ("public_key",), err, "collector")
+        collector_key = col["public_key"]
+        if not is_z85_key(collector_key):
+            got = repr(collector_key) if isinstance(collector_key, str) else _tname(collector_key)
+            err(f"collector: key 'public_key' must be a CURVE public key (40 characters of Z85), "
+                f"got {got}")
 
     nodes: list[NodeSpec] = []
     for k, rn in enumerate(raw_nodes):
@@ -405,7 +462,8 @@ def _parse(d: Any, source: str) -> Topology:
             err(f"edges[{k}]: expected a pair of node ids [a, b], got {e!r}")
         edges.append(e)
     _check_edges(edges, len(nodes), err, normalised=False)
-    return Topology(nodes=nodes, edges=[(a, b) for a, b in edges], meta=meta)
+    return Topology(nodes=nodes, edges=[(a, b) for a, b in edges], meta=meta,
+                    collector_key=collector_key)
 
 
 def _parse_node(rn: Any, k: int, err: _Err) -> NodeSpec:
@@ -423,6 +481,8 @@ def _parse_node(rn: Any, k: int, err: _Err) -> NodeSpec:
         err(f"{where}: key 'address' must be a string, got {_tname(addr)}")
     if isinstance(ret, bool) or not isinstance(ret, (int, float)):
         err(f"{where}: key 'retention' must be a number, got {_tname(ret)} {ret!r}")
+    if isinstance(ret, int) and ret.bit_length() > 1000:  # no float holds it (found by fuzzing)
+        err(f"{where}: retention of {ret.bit_length()} bits is not in (0, 1]")
     if labels is not None and not isinstance(labels, list):
         err(f"{where}: key 'labels' must be an array of ints, got {_tname(labels)}")
     if bind is not None and not isinstance(bind, str):

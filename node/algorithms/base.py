@@ -6,19 +6,25 @@ delivers them, waits for exactly one message from every peer in `expected(k, p)`
 to `incoming(k, p, msgs)`. Local training happens in `local_step(k)`, called once before the
 round's first phase (k >= 1). What to evaluate is `predict(x)`. The loop never looks inside a
 payload, so adding an algorithm never touches it.
+
+Adding an algorithm: one module (under `node/algorithms/`, found on import, or any module named
+in MCEPL_PLUGINS) with an `Algorithm` subclass carrying `name` and a `Params` dataclass, and the
+one registration line `@register_algorithm` above the class.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from mcepl.node.data.shard import Shard
 from mcepl.node.models import MaskedModel
 from mcepl.protocol.payload import Payload
+from mcepl.registry import ALGORITHMS
 from mcepl.topology import Topology
 
 
@@ -81,6 +87,9 @@ class Algorithm(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type]  # dataclass of hyper-parameters with the paper's defaults
+    # the topology kind (topology.generate) this algorithm needs, e.g. "star" (node 0 is the
+    # hub); None: any connected graph. The launcher's default topology asks this.
+    required_topology: ClassVar[str | None] = None
 
     def __init__(self, ctx: NodeContext, params: Any) -> None:
         self.ctx = ctx
@@ -132,6 +141,21 @@ class Algorithm(ABC):
     # --- helpers for implementations --------------------------------------------------------
     def broadcast(self, payload: Payload) -> dict[int, Payload]:
         return {j: payload for j in self.ctx.neighbors}
+
+
+A = TypeVar("A", bound=type[Algorithm])
+
+
+def register_algorithm(cls: A) -> A:
+    """Class decorator, the one registration line of an algorithm: makes `cls` the algorithm
+    `cls.name` for the config (`algorithm.name`), the drivers and the CLI."""
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"@register_algorithm: {cls!r} is not an Algorithm subclass")
+    if not isinstance(getattr(cls, "name", None), str):
+        raise TypeError(f"@register_algorithm: {cls.__qualname__} has no `name` string")
+    if not dataclasses.is_dataclass(getattr(cls, "Params", None)):
+        raise TypeError(f"@register_algorithm: {cls.__qualname__}.Params is not a dataclass")
+    return ALGORITHMS.add(cls.name, cls)
 
 
 def expect_tensors(payload: Payload, kind: str,

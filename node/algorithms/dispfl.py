@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mcepl.node.algorithms.base import MinibatchSampler, NodeContext
+from mcepl.node.algorithms.base import MinibatchSampler, NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     Masks,
     SparseWeightAlgorithm,
@@ -99,6 +99,7 @@ def fire_and_regrow(x: Weights, m: Masks, scores: Weights, frac: float) -> Masks
     return new_m
 
 
+@register_algorithm
 class DisPFL(SparseWeightAlgorithm):
     """Sparse personalised models: partial averaging on the own mask, drop-and-regrow."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     WeightAlgorithm,
     WeightParams,
@@ -59,6 +59,7 @@ class DSGDProxParams(DSGDParams):
             raise ValueError(f"mu: must be >= 0, got {self.mu}")
 
 
+@register_algorithm
 class DSGD(WeightAlgorithm):
     """Decentralised SGD: gossip-average full models with W, plus the local gradient step."""
 
@@ -97,6 +98,7 @@ class DSGD(WeightAlgorithm):
         self.x = {n: mix[n] + self.delta[n] for n in mix}
 
 
+@register_algorithm
 class DSGDProx(DSGD):
     """dsgd-prox: a personal model pulled towards the neighbourhood mix by μ, never replaced."""
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     WeightAlgorithm,
     WeightParams,
@@ -66,11 +66,13 @@ def sample_weighted_average(models: list[dict[str, torch.Tensor]],
     return weighted_sum(models, [c / total for c in counts])
 
 
+@register_algorithm
 class FedAvg(WeightAlgorithm):
     """Clients train, the hub averages by sample count, everyone adopts the average."""
 
     name = "fedavg"
     Params: ClassVar[type] = FedAvgParams
+    required_topology = "star"  # topology.generate("star") puts the hub at node 0 (HUB)
 
     def __init__(self, ctx: NodeContext, params: FedAvgParams) -> None:
         check_star(ctx.topology)

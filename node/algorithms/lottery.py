@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import torch
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     Masks,
     SparseWeightAlgorithm,
@@ -78,6 +78,7 @@ def lottery_prune(x: Weights, m: Masks, r: float, rate: float) -> tuple[Masks, b
     return out, changed
 
 
+@register_algorithm
 class LotteryDSGD(SparseWeightAlgorithm):
     """Masked weight SGD, magnitude pruning with lottery resets, partial averaging."""
 

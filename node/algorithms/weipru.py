@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from mcepl.node.algorithms.base import NodeContext
+from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
     SparseWeightAlgorithm,
     WeightParams,
@@ -37,6 +37,7 @@ class WeiPruParams(WeightParams):
     lr: float = 0.001
 
 
+@register_algorithm
 class IndWeiPru(SparseWeightAlgorithm):
     """ind-weipru: local SGD with magnitude pruning to r_i after every step; no exchange."""
 
@@ -56,6 +57,7 @@ class IndWeiPru(SparseWeightAlgorithm):
         return 0
 
 
+@register_algorithm
 class AvrWeiPru(IndWeiPru):
     """avr-weipru: plain average of the pruned models over Ñ_i, then re-prune."""
 
@@ -73,6 +75,7 @@ class AvrWeiPru(IndWeiPru):
         self.project()
 
 
+@register_algorithm
 class ParWeiPru(AvrWeiPru):
     """par-weipru: each entry averaged over the nodes that keep it, then re-prune."""
 
