@@ -65,7 +65,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "small-cnn"  # or "package.module:factory", factory(input_shape, num_classes)
-    weight_init: str = "default"
+    weight_init: str = "kaiming-normal-scaled"  # models.DEFAULT_WEIGHT_INIT (no torch import here)
     logit_elu: bool = False
     # fnmatch patterns over parameter names; None: every conv and linear weight
     masked: list[str] | None = None

@@ -23,7 +23,7 @@ from mcepl.node.data import (
     read_label_assignment,
 )
 from mcepl.node.data.datasets import dataset_classes
-from mcepl.node.models import MaskedModel, build_model
+from mcepl.node.models import MaskedModel, build_model, is_retention_scaled
 from mcepl.node.rounds import Evaluator
 from mcepl.topology import Topology, check_label_range, dumps_topology
 
@@ -98,7 +98,7 @@ def build_shared_model(cfg: Config, shard: Shard) -> MaskedModel:
     module = build_model(m.name, shard.input_shape, shard.num_classes, seed=cfg.run.seed,
                          weight_init=m.weight_init, logit_elu=m.logit_elu, masked=m.masked,
                          python_path=cfg.run.python_path)
-    return MaskedModel(module, m.masked)
+    return MaskedModel(module, m.masked, retention_scaled=is_retention_scaled(m.weight_init))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -233,13 +233,17 @@ def test_config_hash_is_pinned() -> None:
 
     Issue 13 changed defaults (run.threads_per_node and run.eval_batch_size "auto", mcepl's
     micro_batch "auto"), hence new pins; with the old values given explicitly a config without
-    the new key still hashes as before."""
-    assert config_from_dict({}).hash() == "ddb475d6839aadaf"
-    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "3b0e879a792ed912"
+    the new key still hashes as before. Issue 14 changed model.weight_init's default to
+    "kaiming-normal-scaled": new pins again, and the old default given explicitly hashes as
+    before."""
+    assert config_from_dict({}).hash() == "cbc46fb3e24d23f4"
+    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "09c216cf07949992"
     assert config_from_dict({"algorithm": {"name": "dispfl", "lr": 0.5},
-                             "run": {"codec": "delta"}}).hash() == "3c45af1b8fd2cdef"
+                             "run": {"codec": "delta"}}).hash() == "e99f2a4e90102f20"
+    old_model = {"weight_init": "default"}
+    assert config_from_dict({"model": old_model}).hash() == "ddb475d6839aadaf"
     old_run = {"threads_per_node": 1, "eval_batch_size": 1000}
-    assert config_from_dict({"algorithm": {"name": "dsgd"},
+    assert config_from_dict({"algorithm": {"name": "dsgd"}, "model": old_model,
                              "run": old_run}).hash() == "efc470a58f050368"
 
 

@@ -70,15 +70,17 @@ class MaskParams:
 
 
 def masked_loss_grads(ctx: NodeContext, masks: dict[str, torch.Tensor], x: torch.Tensor,
-                      y: torch.Tensor,
-                      micro_batch: int | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+                      y: torch.Tensor, micro_batch: int | None = None, *,
+                      w: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[float, dict[str, torch.Tensor]]:
     """Cross-entropy of the model v = w ⊙ m on (x, y), and dL/dv for every masked layer.
 
-    With `micro_batch` < len(y) the batch goes through in pieces (bounded memory) whose summed
-    losses and gradients make the same mean, up to float rounding.
+    `w` is the node's fixed weights (`MaskedModel.fixed_weights`; default the shared w). With
+    `micro_batch` < len(y) the batch goes through in pieces (bounded memory) whose summed losses
+    and gradients make the same mean, up to float rounding.
     """
     model = ctx.model
-    v = {n: t.detach().requires_grad_(True) for n, t in model.masked_weights(masks).items()}
+    v = {n: t.detach().requires_grad_(True) for n, t in model.masked_weights(masks, w).items()}
     model.module.train()
     n = len(y)
     if micro_batch is None or micro_batch >= n:
@@ -114,6 +116,8 @@ class IndMask(Algorithm):
         self.layers = list(model.names)
         self.z = {n: kaiming_uniform_like(model.w[n], gen).to(dev) for n in self.layers}
         self.r = {n: self._retention(n) for n in self.layers}
+        # the node's fixed weights: the shared w, scaled by 1/sqrt(r) under a "-scaled" init
+        self.w = model.fixed_weights(self.r)
         self.a_prev = {n: torch.zeros_like(self.z[n]) for n in self.layers}
         self.scratch = {n: torch.empty_like(self.z[n]) for n in self.layers}
         self.m = {n: self._mask(n, self.z[n], None) for n in self.layers}
@@ -144,14 +148,14 @@ class IndMask(Algorithm):
         idx = self.sampler.next()
         x = ctx.shard.train_x[idx].to(ctx.device)
         y = ctx.shard.train_y[idx].to(ctx.device)
-        loss, dl_dv = masked_loss_grads(ctx, self.m, x, y, self.micro_batch)
+        loss, dl_dv = masked_loss_grads(ctx, self.m, x, y, self.micro_batch, w=self.w)
         self.last_loss = loss
         for n in self.layers:
             z, tmp = self.z[n], self.scratch[n]
             g = self.g.get(n)
             if g is None:
                 g = self.g[n] = torch.empty_like(z)
-            M.straight_through_grad(dl_dv[n], ctx.model.w[n], z, out=g, scratch=tmp)
+            M.straight_through_grad(dl_dv[n], self.w[n], z, out=g, scratch=tmp)
             if p.group_lasso:
                 g.add_(M.group_lasso_grad(z, out=tmp).mul_(p.group_lasso))
             if p.weight_decay:
@@ -165,7 +169,7 @@ class IndMask(Algorithm):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.ctx.model.module.eval()
         with torch.no_grad():
-            return self.ctx.model.forward(x, self.ctx.model.masked_weights(self.m))
+            return self.ctx.model.forward(x, self.ctx.model.masked_weights(self.m, self.w))
 
     def stats(self) -> dict[str, float]:
         kept = sum(int(m.sum()) for m in self.m.values())

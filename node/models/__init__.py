@@ -27,14 +27,48 @@ from .small_cnn import SmallCNN
 
 MODELS.add("alexnet", AlexNet)
 MODELS.add("small-cnn", SmallCNN)
-# what a weight init does to each masked layer's weight (inside build_model's seeded RNG)
+
+DEFAULT_WEIGHT_INIT = "kaiming-normal-scaled"
+"""How the shared fixed weights `w` of the masked layers are drawn (biases always PyTorch's):
+
+- "kaiming-normal": N(0, 2 / fan_in) (He et al. 2015);
+- "signed-constant": +-sqrt(2 / fan_in), the signs of the kaiming-normal draw (Zhou et al. 2019,
+  Ramanujan et al. 2020 "edge-popup");
+- "...-scaled": the same `w`, and a node that keeps a random or learned fraction r_l of layer l
+  sees w_l / sqrt(r_l), so the kept fan-in has the kaiming variance whatever r (edge-popup's
+  scaled fan-in); see `MaskedModel.scale`;
+- "default": PyTorch's own layer init (kaiming-uniform, a = sqrt 5), the authors' code;
+- "uniform": U[-1, 1], the paper's Fig. 4 check.
+"""
+
+
+def _kaiming_normal(w: torch.Tensor) -> None:
+    nn.init.kaiming_normal_(w, nonlinearity="relu")  # std = sqrt(2 / fan_in)
+
+
+def _signed_constant(w: torch.Tensor) -> None:
+    _kaiming_normal(w)
+    with torch.no_grad():
+        w.copy_(torch.sign(w) * math.sqrt(2.0 / w[0].numel()))
+
+
+# what a weight init does to each masked layer's weight (inside build_model's seeded RNG); a
+# "-scaled" name builds the same weights as its base (the 1/sqrt(r) is applied per node)
+WEIGHT_INITS.add("kaiming-normal-scaled", _kaiming_normal)
+WEIGHT_INITS.add("signed-constant-scaled", _signed_constant)
+WEIGHT_INITS.add("kaiming-normal", _kaiming_normal)
+WEIGHT_INITS.add("signed-constant", _signed_constant)
 WEIGHT_INITS.add("default", lambda w: None)  # PyTorch's own init, as built
 WEIGHT_INITS.add("uniform", lambda w: nn.init.uniform_(w, -1.0, 1.0))
-WEIGHT_INITS.add("kaiming-normal", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+
+
+def is_retention_scaled(weight_init: str) -> bool:
+    """Whether a node keeping a fraction r of a layer uses w / sqrt(r) there."""
+    return weight_init.endswith("-scaled")
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int,
-                weight_init: str = "default", logit_elu: bool = False,
+                weight_init: str = DEFAULT_WEIGHT_INIT, logit_elu: bool = False,
                 masked: Sequence[str] | None = None, python_path: Sequence[str] = ()) -> nn.Module:
     """Build the shared network. Same name, shape and seed give bit-identical weights anywhere.
 
@@ -45,10 +79,11 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     its initial weights from any of them builds the same weights in every node process and
     building a model never disturbs anything else's randomness.
 
-    `weight_init` applies to the masked parameters (`masked` patterns, default every conv and
-    linear weight): "default" (the module's own init, as the authors' code), "uniform"
-    (U[-1, 1], the paper's Fig. 4 check) or "kaiming-normal". The model is then run once on a
-    batch of two zero inputs, which must give ``(2, num_classes)`` logits.
+    `weight_init` (a registered WEIGHT_INITS name) applies to the masked parameters (`masked`
+    patterns, default every conv and linear weight); the "-scaled" inits build the same module
+    as their unscaled names (the 1/sqrt(r) factor is applied per node, see
+    `MaskedModel.fixed_weights`). The model is then run once on a batch of two zero inputs,
+    which must give ``(2, num_classes)`` logits.
 
     Problems with a user model (import, factory, masked layers, output size) raise
     `UserCodeError` with one line naming the model.
@@ -141,6 +176,6 @@ def kaiming_uniform_like(t: torch.Tensor, generator: torch.Generator) -> torch.T
     return out.to(t.device)
 
 
-__all__ = ["MASKABLE", "MODELS", "AlexNet", "MaskSelectionError", "MaskedModel", "SmallCNN",
-           "build_model", "check_output", "default_masked_names", "kaiming_uniform_like",
-           "select_masked", "weights_digest"]
+__all__ = ["DEFAULT_WEIGHT_INIT", "MASKABLE", "MODELS", "AlexNet", "MaskSelectionError",
+           "MaskedModel", "SmallCNN", "build_model", "check_output", "default_masked_names",
+           "is_retention_scaled", "kaiming_uniform_like", "select_masked", "weights_digest"]

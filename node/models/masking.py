@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -90,10 +91,17 @@ def weights_digest(module: nn.Module) -> str:
 
 
 class MaskedModel:
-    """A frozen module plus the names and shared values of its masked weights."""
+    """A frozen module plus the names and shared values of its masked weights.
 
-    def __init__(self, module: nn.Module, masked: Sequence[str] | None = None) -> None:
+    `retention_scaled` (the "-scaled" weight inits): a node keeping a random or learned fraction
+    r of a layer uses w / sqrt(r) there (`fixed_weights`), so the kept fan-in keeps the variance
+    of the full layer and an untrained sparse network is as input-dependent as the dense one.
+    """
+
+    def __init__(self, module: nn.Module, masked: Sequence[str] | None = None,
+                 retention_scaled: bool = False) -> None:
         self.module = module
+        self.retention_scaled = retention_scaled
         for p in module.parameters():
             p.requires_grad_(False)
         self.names: list[str] = select_masked(module, masked)
@@ -117,9 +125,26 @@ class MaskedModel:
         """Run the module with `weights` standing in for the masked layers' weights."""
         return functional_call(self.module, dict(weights), (x,), strict=False)
 
-    def masked_weights(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """v = w ⊙ m for every masked layer."""
-        return {n: self.w[n] * masks[n].to(self.w[n].dtype) for n in self.names}
+    def scale(self, r: float) -> float:
+        """The factor on `w` of a layer a node keeps a fraction `r` of (1 unless scaled)."""
+        if not 0.0 < r <= 1.0:
+            raise ValueError(f"retention must be in (0, 1], got {r}")
+        return 1.0 / math.sqrt(r) if self.retention_scaled else 1.0
+
+    def fixed_weights(self, retention: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """The node's fixed weights: w scaled per layer for its retention (w itself if 1)."""
+        out = {}
+        for n in self.names:
+            s = self.scale(retention[n])
+            out[n] = self.w[n] if s == 1.0 else self.w[n] * s
+        return out
+
+    def masked_weights(self, masks: Mapping[str, torch.Tensor],
+                       w: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """v = w ⊙ m for every masked layer (`w`: the node's `fixed_weights`, default the
+        shared w)."""
+        w = self.w if w is None else w
+        return {n: w[n] * masks[n].to(w[n].dtype) for n in self.names}
 
     def full_weights(self) -> dict[str, torch.Tensor]:
         """All trainable tensors of the module (masked weights and biases), for weight methods."""
