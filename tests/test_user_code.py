@@ -329,7 +329,8 @@ def test_user_model_same_weights_in_two_processes(code_dir: Path) -> None:
 
 
 def test_masked_layers_default_and_patterns(code_dir: Path) -> None:
-    net = build_model(f"{MODULE}:tiny_net", (2, 8, 8), 4, seed=0, python_path=[str(code_dir)])
+    net = build_model(f"{MODULE}:tiny_net", (2, 8, 8), 4, seed=0, weight_init="default",
+                      python_path=[str(code_dir)])  # the factory's own weights everywhere
     assert MaskedModel(net).names == ["conv.weight", "head.weight", "out.weight"]
     # patterns: fnmatch over parameter names, in parameter order; a bias or the scalar's
     # neighbour can be chosen, '*' crosses dots
