@@ -15,6 +15,7 @@ from mcepl.config import Config, ConfigError, load_config
 from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.registry import ALGORITHMS, DATASETS, MASK_CODECS, MODELS
 from mcepl.topology import Topology, TopologyError, load_topology
+from mcepl.userload import UserCodeError
 
 from .resolve import DEFAULT_NODES
 from .resolve import resolve_run as _resolve
@@ -32,9 +33,13 @@ def _add_common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, help=f"nodes when no topology is given ({DEFAULT_NODES})")
     p.add_argument("--rounds", type=int, help="training rounds (iterations)")
     p.add_argument("--algorithm", help=f"algorithm name: {', '.join(ALGORITHMS)}")
-    p.add_argument("--dataset", help=" or ".join(DATASETS))
-    p.add_argument("--data-dir", help="directory holding the data set files")
-    p.add_argument("--model", help=" or ".join(MODELS))
+    p.add_argument("--dataset", help=f"{', '.join(DATASETS)}, or your own loader as "
+                                     "package.module:loader (README: Your own model and data "
+                                     "set)")
+    p.add_argument("--data-dir", help="directory holding the data set files (data.root; a "
+                                      "user loader is given it)")
+    p.add_argument("--model", help=f"{', '.join(MODELS)}, or your own factory as "
+                                   "package.module:factory")
     p.add_argument("--seed", type=int, help="run seed (data split, shared weights, sampling)")
     p.add_argument("--eval-every", type=int, help="evaluate every N rounds (and at the last)")
     p.add_argument("--device", help="cpu, cuda, cuda:N")
@@ -144,7 +149,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             auto = args.topology is None or args.transport is not None
             launch(cfg, topo, rd, quiet=args.quiet, secure=not args.insecure, auto_ports=auto,
                    observer=observer, mask_snapshots=args.mask_snapshots)
-    except RunDirError as exc:
+    except (RunDirError, UserCodeError) as exc:
         status = f"failed: {exc}"
         return _error(exc)
     except LaunchInterrupted as exc:

@@ -26,10 +26,12 @@ from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir, RunDirError
 from mcepl.node.data import DatasetError
-from mcepl.node.factory import default_run_id, node_shard
+from mcepl.node.factory import build_shared_model, default_run_id, load_data, shard_of
 from mcepl.node.lifecycle import Stopped, ignore_signals, stop_on_signals
+from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
 from mcepl.topology import Topology, TopologyError
 from mcepl.topology.keys import COLLECTOR, generate_keys, key_paths, load_secret_key
+from mcepl.userload import UserCodeError
 
 
 class LaunchError(RuntimeError):
@@ -53,7 +55,7 @@ class LaunchResult:
 
 def node_command(i: int, run_dir: Path, collector: str, run_id: str,
                  key: Path | None = None, listen_fd: int | None = None,
-                 mask_snapshots: str = "eval") -> list[str]:
+                 mask_snapshots: str = "eval", data_digest: str | None = None) -> list[str]:
     rd = RunDir(Path(run_dir))
     masks = ([] if mask_snapshots == "off"
              else ["--masks-dir", str(rd.masks), "--mask-snapshots", mask_snapshots])
@@ -62,7 +64,8 @@ def node_command(i: int, run_dir: Path, collector: str, run_id: str,
             "--run-id", run_id, "--checkpoint-dir", str(rd.checkpoints), *masks,
             "--parent", str(os.getpid()),
             *(["--key", str(key)] if key is not None else ["--insecure"]),
-            *(["--listen-fd", str(listen_fd)] if listen_fd is not None else [])]
+            *(["--listen-fd", str(listen_fd)] if listen_fd is not None else []),
+            *(["--data-digest", data_digest] if data_digest is not None else [])]
 
 
 def _last_line(path: Path) -> str:
@@ -101,20 +104,31 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
             p.wait()
 
 
-def preflight(cfg: Config, topo: Topology) -> None:
-    """Find (or download, once) the data set and check the partition before starting N nodes,
-    so a missing file is one clear error instead of N failing processes racing to download."""
+def preflight(cfg: Config, topo: Topology) -> str | None:
+    """Load the data set, cut node 0's shard and build the shared model once, before starting
+    N nodes: a missing data file is one clear error instead of N failing processes racing to
+    download it, and the user's own model or data set (import paths) is imported and checked
+    here, raising `UserCodeError` (exit 2) before any node process exists.
+
+    Returns the user data set's digest (None for a built-in one), which every node is given
+    (``--data-digest``) and checks its own loader's arrays against."""
     try:
-        node_shard(cfg, topo, 0)
+        ds = load_data(cfg)
+        build_shared_model(cfg, shard_of(ds, cfg, topo, 0))
+    except UserCodeError:
+        raise
     except (DatasetError, ValueError, OSError) as exc:
         raise LaunchError(" ".join(str(exc).split())) from None
+    return ds.digest
 
 
 def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool = False,
            run_id: str | None = None, secure: bool = True, auto_ports: bool = False,
            observer: Observer | None = None, mask_snapshots: str = "eval") -> LaunchResult:
     """Run the whole network locally; returns the summary, raises LaunchError on a node failure
-    (LaunchInterrupted on Ctrl-C, SIGTERM or SIGHUP, after writing the summary).
+    (LaunchInterrupted on Ctrl-C, SIGTERM or SIGHUP, after writing the summary), and
+    UserCodeError before any node starts (the run directory given back) when the user's model or
+    data set named in the config does not import or fit.
 
     ``secure`` (the default): a fresh CURVE key pair per node and one for the collector in
     ``run_dir/keys`` (secret files 0600), public keys in the run's topology.json, each node given
@@ -142,9 +156,10 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
 
 
 def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure: bool,
-             observer: Observer | None) -> tuple[Topology, str, Collector]:
-    """Keys, topology.json, the data check and the collector: everything before the first node
-    starts. On a failure here the run directory is given back (`RunDir.abandon`)."""
+             observer: Observer | None) -> tuple[Topology, str, Collector, str | None]:
+    """Keys, topology.json, the data and model check and the collector: everything before the
+    first node starts (and the user data set's digest). On a failure here the run directory is
+    given back (`RunDir.abandon`)."""
     try:
         try:
             if secure:
@@ -153,7 +168,7 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
         except (TopologyError, RunDirError) as exc:
             raise LaunchError(str(exc)) from None
         run_id = run_id or default_run_id(cfg, topo)
-        preflight(cfg, topo)
+        data_digest = preflight(cfg, topo)
         keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys,
                                                                            COLLECTOR)[1]))
                 if secure else None)
@@ -164,15 +179,17 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
     except BaseException:
         rd.abandon()
         raise
-    return topo, run_id, collector
+    return topo, run_id, collector, data_digest
 
 
 def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *, quiet: bool,
             run_id: str | None, secure: bool, observer: Observer | None,
             mask_snapshots: str = "eval") -> LaunchResult:
     run_dir = rd.path
-    topo, run_id, collector = _prepare(cfg, topo, rd, run_id, secure, observer)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.run.threads_per_node)}
+    topo, run_id, collector, data_digest = _prepare(cfg, topo, rd, run_id, secure, observer)
+    threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+           LOCAL_NODES_ENV: str(topo.num_nodes)}
     procs: list[subprocess.Popen] = []
     logs = []
     t0 = time.perf_counter()
@@ -187,7 +204,7 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
             key = key_paths(rd.keys, n.id)[1] if secure else None
             fd = reservation.fd(n.id)
             procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
-                                                       key, fd, mask_snapshots),
+                                                       key, fd, mask_snapshots, data_digest),
                                           stdout=log, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True,
                                           pass_fds=(fd,) if fd is not None else ()))

@@ -8,7 +8,10 @@ validated `Params` instance is what `Config.algorithm.params` holds.
 This module is the bottom of the stack: it imports nothing from `node`, `launcher`, `topology`
 or `protocol`. Names (algorithm, model, data set, partition, weight init, mask codec) are checked
 against the registries of `mcepl.registry`, which the modules owning those objects fill when
-they are imported (see ARCHITECTURE.md).
+they are imported (see ARCHITECTURE.md). ``model.name`` and ``data.dataset`` may instead be an
+import path ``package.module:attr`` naming the user's own factory or loader: its form is checked
+here, but it is only imported by what builds the model or loads the data (`mcepl.userload`), so
+a collector or a compose generator never needs the user's code.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ConfigError(ValueError):
 
 
 INT_MAX = 2**63 - 1  # every integer must fit a signed 64-bit value (numpy, msgpack, torch)
+LOCAL_NODES_ENV = "MCEPL_LOCAL_NODES"  # node processes sharing this machine ("auto" threads)
 THREADS_PER_CORE = 4  # run.threads_per_node may be at most this many times the cores
 
 
@@ -63,9 +67,20 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "small-cnn"
-    weight_init: str = "default"
+    name: str = "small-cnn"  # or "package.module:factory", factory(input_shape, num_classes)
+    weight_init: str = "kaiming-normal-scaled"  # models.DEFAULT_WEIGHT_INIT (no torch import here)
     logit_elu: bool = False
+    # fnmatch patterns over parameter names; None: every conv and linear weight
+    masked: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.masked is not None:
+            if not self.masked:
+                raise ValueError("masked: an empty list masks nothing; leave the key out for the "
+                                 "default (every conv and linear weight)")
+            bad = [p for p in self.masked if not isinstance(p, str) or not p.strip()]
+            if bad:
+                raise ValueError(f"masked: patterns must be non-empty strings, got {bad[0]!r}")
 
 
 @dataclass
@@ -74,12 +89,21 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 25
     device: str = "cpu"
-    threads_per_node: int = 1
-    eval_batch_size: int = 1000
+    threads_per_node: int | str = "auto"  # "auto": the usable cores / nodes on this machine
+    eval_batch_size: int | str = "auto"  # "auto": sized to the model on a CPU, 2048 on a GPU
     round_timeout_s: float = 120.0
     connect_timeout_s: float = 60.0
     checkpoint: bool = True  # each node writes its state after every round (for --resume)
     codec: str = "raw"  # mask codec on the wire: raw (1 bit/entry), entropy, delta
+    # directories searched first for the user's modules (model.name / data.dataset import
+    # paths); relative entries are relative to the config file. Not part of the config hash.
+    python_path: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        bad = [p for p in self.python_path if not isinstance(p, str) or not p.strip()]
+        if bad:
+            raise ValueError(f"python_path: entries must be non-empty strings (directories), "
+                             f"got {bad[0]!r}")
 
 
 @dataclass
@@ -112,8 +136,17 @@ class Config:
         }
 
     def hash(self) -> str:
-        """Stable digest peers compare in the handshake: same config, same hash, anywhere."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable digest peers compare in the handshake: same config, same hash, anywhere.
+
+        ``run.python_path`` is left out: it says where the user's code lies on one machine (a
+        container mounts it elsewhere than the host), not what runs; the names it resolves
+        (``model.name``, ``data.dataset``) are hashed. ``model.masked`` is left out while it
+        is the default, so configs written before it existed keep their hash."""
+        d = self.to_dict()
+        d["run"].pop("python_path", None)
+        if d["model"].get("masked") is None:
+            d["model"].pop("masked", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_overrides(self, **sections: dict[str, Any]) -> Config:
@@ -186,6 +219,14 @@ def _type_names(allowed: tuple[type, ...]) -> str:
     return " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in allowed}))
 
 
+def _check_name(where: str, value: str, reg: registry.Registry) -> None:
+    """A registered name, or (models, data sets) a well-formed import path."""
+    try:
+        reg.check_name(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _check_choice(where: str, value: str, choices: typing.Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
@@ -217,27 +258,34 @@ def config_from_dict(d: dict[str, Any], source: str = "<config>") -> Config:
     params = build_dataclass(registry.ALGORITHMS[name].Params, algo_d, f"{source}: algorithm")
     algo = AlgorithmConfig(name=name, params=params)
 
-    _check_choice(f"{source}: data.dataset", data.dataset, registry.DATASETS.require())
+    _check_name(f"{source}: data.dataset", data.dataset, registry.DATASETS)
     _check_choice(f"{source}: data.partition", data.partition, registry.PARTITIONS.require())
-    _check_choice(f"{source}: model.name", model.name, registry.MODELS.require())
+    _check_name(f"{source}: model.name", model.name, registry.MODELS)
+    if model.logit_elu and not registry.MODELS.is_builtin(model.name):
+        raise ConfigError(f"{source}: model.logit_elu: applies to the built-in models "
+                          f"({', '.join(registry.MODELS)}); a user model puts what it needs on "
+                          f"its logits in its own forward")
     _check_choice(f"{source}: model.weight_init", model.weight_init,
                   registry.WEIGHT_INITS.require())
     _check_choice(f"{source}: run.codec", run.codec, registry.MASK_CODECS.require())
     positive = {
         "data.labels_per_node": data.labels_per_node, "data.alpha": data.alpha,
         "run.rounds": run.rounds, "run.eval_every": run.eval_every,
-        "run.threads_per_node": run.threads_per_node, "run.eval_batch_size": run.eval_batch_size,
         "run.round_timeout_s": run.round_timeout_s, "run.connect_timeout_s": run.connect_timeout_s,
     }
     for key, val in positive.items():
         if val <= 0:
             raise ConfigError(f"{source}: {key}: must be > 0, got {val}")
+    for key, val in {"run.threads_per_node": run.threads_per_node,
+                     "run.eval_batch_size": run.eval_batch_size}.items():
+        if isinstance(val, str) and val != "auto" or isinstance(val, int) and val <= 0:
+            raise ConfigError(f'{source}: {key}: must be a positive int or "auto", got {val!r}')
     if not 0.0 < data.train_fraction <= 1.0:
         raise ConfigError(f"{source}: data.train_fraction: must be in (0, 1], "
                           f"got {data.train_fraction}")
     if not 0 <= run.seed <= INT_MAX:
         raise ConfigError(f"{source}: run.seed: must be in 0..2^63-1, got {run.seed}")
-    if run.threads_per_node > max_threads():
+    if isinstance(run.threads_per_node, int) and run.threads_per_node > max_threads():
         raise ConfigError(f"{source}: run.threads_per_node: must be in 1..{max_threads()} "
                           f"({THREADS_PER_CORE} x the {os.cpu_count()} cores), got "
                           f"{run.threads_per_node}")
@@ -261,7 +309,13 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): is this a TOML file?") from None
-    return loads_config(text, source=str(p))
+    cfg = loads_config(text, source=str(p))
+    # python_path entries are relative to the config file: the same file works from anywhere,
+    # and the copy a launcher writes into a run directory still points at the same places
+    base = p.resolve().parent
+    cfg.run.python_path = [str((base / Path(e).expanduser()).resolve())
+                           for e in cfg.run.python_path]
+    return cfg
 
 
 def loads_config(text: str, source: str = "<config>") -> Config:

@@ -10,12 +10,19 @@ programming error and says so instead of importing upward.
 
 A `Registry` is a read-only mapping in registration order (the order error messages list the
 choices in); registering the same name twice with another object is an error.
+
+The model and data set registries are *importable*: besides their registered names, `lookup`
+resolves an explicit import path ``package.module:attr`` to the user's own object
+(`mcepl.userload`). Registered names never contain ``:``, so the two never collide, and nothing
+is imported unless a config names it that way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
+
+from mcepl import userload
 
 T = TypeVar("T")
 
@@ -27,8 +34,10 @@ class RegistryError(RuntimeError):
 class Registry(Mapping[str, T], Generic[T]):
     """Objects by name, in registration order; `filled_by` names the module(s) that fill it."""
 
-    def __init__(self, kind: str, filled_by: str) -> None:
-        self.kind, self.filled_by = kind, filled_by
+    def __init__(self, kind: str, filled_by: str, importable: str | None = None) -> None:
+        """`importable`: what a user's import path names here (e.g. "model factory"), or None
+        when this registry takes registered names only."""
+        self.kind, self.filled_by, self.importable = kind, filled_by, importable
         self._items: dict[str, T] = {}
 
     # --- filling -------------------------------------------------------------------------------
@@ -37,6 +46,9 @@ class Registry(Mapping[str, T], Generic[T]):
         imported twice), another object under a taken name is a RegistryError."""
         if not isinstance(name, str) or not name:
             raise RegistryError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        if ":" in name:
+            raise RegistryError(f"{self.kind} name {name!r}: ':' is reserved for import paths "
+                                f"(package.module:attr)")
         old = self._items.get(name)
         if old is not None and old is not obj and not _same_definition(old, obj):
             raise RegistryError(f"{self.kind} {name!r} is already registered "
@@ -71,6 +83,28 @@ class Registry(Mapping[str, T], Generic[T]):
     def __getitem__(self, name: str) -> T:
         return self._items[name]
 
+    def check_name(self, name: str) -> None:
+        """ValueError unless `name` is registered or, in an importable registry, a well-formed
+        import path (which is not imported here: only `lookup` imports)."""
+        if self.importable and userload.is_import_path(name):
+            userload.parse(name)
+            return
+        if name not in self.require():
+            more = f" (or a {self.importable} 'package.module:attr')" if self.importable else ""
+            raise ValueError(f"{name!r} is not one of {', '.join(self)}{more}")
+
+    def lookup(self, name: str, python_path: Sequence[str] = ()) -> T:
+        """The registered object, or for an import path in an importable registry the user's
+        object, imported (with `python_path` and the current directory on sys.path).
+        KeyError for an unknown plain name; `userload.UserCodeError` for a bad import path."""
+        if self.importable and userload.is_import_path(name):
+            return userload.load(name, python_path, what=self.importable)
+        return self._items[name]
+
+    def is_builtin(self, name: str) -> bool:
+        """True for a registered name, False for an import path."""
+        return name in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
@@ -97,9 +131,9 @@ def _same_definition(a: Any, b: Any) -> bool:
 
 # The registries the config validates against, and who fills each.
 ALGORITHMS: Registry[Any] = Registry("algorithm", "mcepl.node.algorithms")
-MODELS: Registry[Any] = Registry("model", "mcepl.node.models")
+MODELS: Registry[Any] = Registry("model", "mcepl.node.models", importable="model factory")
 WEIGHT_INITS: Registry[Any] = Registry("weight init", "mcepl.node.models")
-DATASETS: Registry[Any] = Registry("data set", "mcepl.node.data")
+DATASETS: Registry[Any] = Registry("data set", "mcepl.node.data", importable="data set loader")
 PARTITIONS: Registry[Any] = Registry("partition", "mcepl.node.data")
 MASK_CODECS: Registry[str] = Registry("mask codec", "mcepl.protocol")
 

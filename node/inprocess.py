@@ -25,6 +25,7 @@ from mcepl.node.links import Delivered, PeerLinks
 from mcepl.node.record import RoundRecord
 from mcepl.node.rounds import RoundCore, RoundError
 from mcepl.node.snapshots import MaskSnapshots
+from mcepl.node.threads import resolve_threads
 from mcepl.protocol import DataMessage, message_size
 from mcepl.topology import Topology
 
@@ -52,24 +53,29 @@ class InProcessResult:
 
 def run_inprocess(cfg: Config, topo: Topology, *, run_id: str | None = None,
                   on_round: RoundCallback | None = None,
+                  on_ready: Callable[[], None] | None = None,
                   masks_dir: str | Path | None = None,
                   mask_snapshots: str = "eval") -> InProcessResult:
     """Train every node of `topo` for `cfg.run.rounds` rounds; one record per node per round.
 
+    `on_ready()` is called once every node is built (data loaded, models and algorithms made:
+    a user model or data set that does not fit has raised by then), before round 0;
     `on_round(rnd, records)` gets each round's records in JSON form as the round ends.
     `masks_dir`: every node's mask snapshots go there (on evaluation rounds, or with
     `mask_snapshots = "final"` after the last round), as a node process writes them."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.run.threads_per_node)  # as each node process does
+    # as each node process of a local launch does (same count, same numbers)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node, topo.num_nodes))
     try:
-        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round, masks_dir,
-                    mask_snapshots)
+        return _run(cfg, topo, run_id or default_run_id(cfg, topo), on_round, on_ready,
+                    masks_dir, mask_snapshots)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(cfg: Config, topo: Topology, run_id: str, on_round: RoundCallback | None,
-         masks_dir: str | Path | None, mask_snapshots: str) -> InProcessResult:
+         on_ready: Callable[[], None] | None, masks_dir: str | Path | None,
+         mask_snapshots: str) -> InProcessResult:
     t_start = time.perf_counter()
     shards = all_shards(cfg, topo)
     cores: list[RoundCore] = []
@@ -79,6 +85,8 @@ def _run(cfg: Config, topo: Topology, run_id: str, on_round: RoundCallback | Non
         snapshots = (MaskSnapshots(masks_dir, n.id, cfg.run.eval_every, cfg.run.rounds,
                                    mask_snapshots) if masks_dir is not None else None)
         cores.append(RoundCore(n.id, algo, links, build_evaluator(cfg, shards[n.id]), snapshots))
+    if on_ready is not None:
+        on_ready()
     result = InProcessResult(algorithms=[c.algo for c in cores])
     for rnd in range(cfg.run.rounds + 1):
         for core in cores:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -21,11 +22,14 @@ from mcepl.node.factory import (
     node_shard,
 )
 from mcepl.node.lifecycle import Stopped, stop_on_signals, watch_parent
+from mcepl.node.models import weights_digest
 from mcepl.node.plugins import PluginError, load_plugins
 from mcepl.node.runtime import NodeError, NodeRuntime
+from mcepl.node.threads import resolve_threads
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
 from mcepl.topology.keys import KeyFileError
+from mcepl.userload import UserCodeError
 
 STOP_LINGER_MS = 1000  # a node told to stop waits this long at most for unsent messages
 
@@ -72,6 +76,11 @@ def add_node_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parent", type=int, default=None, metavar="PID",
                    help="stop when process PID is gone (used by `mcepl launch`: nodes never "
                         "outlive their launcher)")
+    p.add_argument("--data-digest", default=None, metavar="HEX",
+                   help="for a user data set (data.dataset = package.module:loader): the digest "
+                        "of its arrays that every node must see (`mcepl launch` passes the one "
+                        "it computed); the node refuses to start if its loader returns other "
+                        "data. Its log names the digest it saw either way")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_node)
 
@@ -114,13 +123,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    digest = args.data_digest
+    if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{16,64}", digest):
+        print(f"error: --data-digest: expected 16 to 64 hex digits, got {digest!r}",
+              file=sys.stderr)
+        return 2
     ckpt_dir = args.checkpoint_dir if cfg.run.checkpoint or args.resume else None
     restore = stop_on_signals()
     try:
         return run_node(cfg, topo, args.id, run_id, args.collector, args.bind,
                         checkpoint_dir=ckpt_dir, resume_state=resume_state, curve=curve,
                         listen_fd=args.listen_fd, should_stop=should_stop,
-                        masks_dir=args.masks_dir, mask_snapshots=args.mask_snapshots)
+                        masks_dir=args.masks_dir, mask_snapshots=args.mask_snapshots,
+                        data_digest=digest)
     finally:
         restore()
 
@@ -130,16 +145,18 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
              resume_state: dict | None = None, curve: CurveConfig | None = None,
              listen_fd: int | None = None,
              should_stop: Callable[[], str | None] | None = None,
-             masks_dir: str | None = None, mask_snapshots: str = "eval") -> int:
+             masks_dir: str | None = None, mask_snapshots: str = "eval",
+             data_digest: str | None = None) -> int:
     """Load this node's shard, build its algorithm, run all rounds; 0 on success, 1 on failure
-    (a signal to stop included: the collector is told "interrupted (SIGTERM)")."""
+    (a signal to stop included: the collector is told "interrupted (SIGTERM)"), 2 when the
+    user's model or data set named in the config does not import or fit."""
     from mcepl.protocol import encode_control
 
-    torch.set_num_threads(cfg.run.threads_per_node)
+    torch.set_num_threads(resolve_threads(cfg.run.threads_per_node))
     spec = topo.node(node_id)
     peers = {j: topo.node(j).address for j in topo.neighbors(node_id)}
     sockets = None
-    status, reason = "ok", ""
+    status, reason, code = "ok", "", 1
     collector_up = True
     linger: int | None = None
     try:
@@ -151,11 +168,16 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
                             f"{cfg.run.connect_timeout_s:g} s (run.connect_timeout_s): is `mcepl "
                             "collect` running there? It refuses to start when its --out "
                             "directory already holds a run")
-        shard = node_shard(cfg, topo, node_id)
+        shard = node_shard(cfg, topo, node_id, data_digest)
         algo = build_algorithm(cfg, topo, node_id, shard)
         log.info("node %d: %d train / %d test samples, labels %s, r=%g, %d neighbours",
                  node_id, len(shard.train_y), len(shard.test_y), shard.labels, spec.retention,
                  len(peers))
+        log.info("node %d: model %s, %d masked parameters (%d layers), fixed weights digest "
+                 "%s%s", node_id, cfg.model.name, algo.ctx.model.num_masked,
+                 len(algo.ctx.model.names), weights_digest(algo.ctx.model.module)[:16],
+                 f", data set {cfg.data.dataset} digest {shard.digest[:16]}"
+                 if shard.digest else "")
         runtime = NodeRuntime(cfg, topo, node_id, run_id, algo, sockets, checkpoint_dir,
                               evaluator=build_evaluator(cfg, shard), should_stop=should_stop,
                               masks_dir=masks_dir, mask_snapshots=mask_snapshots)
@@ -170,6 +192,8 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
         status, reason, linger = "error", "interrupted", STOP_LINGER_MS
     except DatasetError as exc:
         status, reason = "error", data_error_line(cfg, exc)
+    except UserCodeError as exc:  # the user's model or data set: bad input, exit 2
+        status, reason, code = "error", str(exc), 2
     except NodeError as exc:
         status, reason = "error", str(exc)
         if should_stop is not None and should_stop():
@@ -180,7 +204,8 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
         log.exception("node %d crashed", node_id)
         status, reason = "error", f"{type(exc).__name__}: {exc}"
     if status != "ok":
-        print(f"node {node_id}: error: {reason}", file=sys.stderr)
+        print(f"error: {reason}" if code == 2 else f"node {node_id}: error: {reason}",
+              file=sys.stderr)
     if sockets is not None:
         if sockets.curve is not None and (status == "ok" or sockets.rejected_counts()):
             log.info("node %d: CURVE: connections and messages refused by the transport: %s",
@@ -190,7 +215,7 @@ def run_node(cfg: Config, topo: Topology, node_id: int, run_id: str, collector: 
                                                         "reason": reason[:4000]},
                                                 run_id=run_id, sender=node_id))
         sockets.close(linger)
-    return 0 if status == "ok" else 1
+    return 0 if status == "ok" else code
 
 
 def data_error_line(cfg: Config, exc: Exception) -> str:

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from mcepl.node.algorithms import Algorithm
-from mcepl.node.evaluation import accuracy, is_eval_round
+from mcepl.node.batching import activation_bytes_per_sample
+from mcepl.node.evaluation import accuracy, eval_batch_size, is_eval_round
 from mcepl.node.links import Delivered, PeerLinks
 from mcepl.node.record import RoundRecord
 from mcepl.node.snapshots import MaskSnapshots
@@ -43,19 +44,23 @@ class Evaluator:
     `val_x`/`val_y`: its validation split (training images set aside), evaluated on the same
     rounds when given."""
 
-    x: torch.Tensor
+    x: Any  # the shard's Images (uint8, normalised per batch) or a float tensor
     y: torch.Tensor
     every: int
     rounds: int
-    batch_size: int = 1000
+    batch_size: int | str = "auto"  # see mcepl.node.evaluation.eval_batch_size
     device: torch.device | str = "cpu"
-    val_x: torch.Tensor | None = None
+    val_x: Any = None  # Images or a float tensor, like x
     val_y: torch.Tensor | None = None
 
     def due(self, rnd: int) -> bool:
         return is_eval_round(rnd, self.every, self.rounds)
 
     def __call__(self, algo: Algorithm) -> float:
+        if self.batch_size in (None, "auto"):  # sized to the model's activations, once
+            module = algo.ctx.model.module
+            per_sample = activation_bytes_per_sample(module, tuple(self.x.shape[1:]), self.device)
+            self.batch_size = eval_batch_size("auto", self.device, per_sample)
         return accuracy(algo.predict, self.x, self.y, self.batch_size, self.device)
 
     def validation(self, algo: Algorithm) -> float | None:

@@ -326,6 +326,8 @@ class NodeRuntime:
         and what the last finished round sent; push again the records the collector may have
         missed. Returns the round to continue with; then call `run(resume=True)`."""
         self.core.algo.load_state_dict(state["algo"])
+        # the model's buffers (a user model's BatchNorm statistics move during training)
+        self.core.algo.ctx.model.load_buffers(state.get("model_buffers", {}))
         self.dropped.update(state.get("dropped", {}))
         done = int(state["round"])
         for rnd, phase, j, p in state["sent"]:
@@ -412,6 +414,7 @@ class NodeRuntime:
         save_checkpoint(self.checkpoint, {
             "run_id": self.run_id, "config_hash": self.config_hash, "node": self.id,
             "round": rnd, "algo": self.core.algo.state_dict(), "sent": sent,
+            "model_buffers": self.core.algo.ctx.model.buffers_state(),
             "dropped": dict(self.dropped)})
 
     def dropped_counts(self) -> dict[str, int]:

@@ -29,8 +29,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gzip
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import pytest
 
 import mcepl.node.plugins  # noqa: F401 - fills the registries the config validates against
 from mcepl.config import Config, config_from_dict
+from mcepl.node.data.cache import CACHE_ENV
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 60
@@ -84,6 +86,20 @@ def write_tiny_fashion_mnist(d: Path, seed: int = 1234) -> Path:
         (d / LABEL_FILES[split]).write_bytes(
             gzip.compress(_idx_labels(arrays[f"{split}_y"]), mtime=0))
     return d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests decode data sets into their own cache (``MCEPL_CACHE_DIR``, inherited by node
+    processes), never into the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("mcepl-cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
 
 
 @pytest.fixture(scope="session")

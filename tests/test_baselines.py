@@ -14,7 +14,7 @@ from torch import nn
 
 from mcepl.config import ConfigError, config_from_dict
 from mcepl.node.algorithms import ALGORITHMS, BASELINES, MinibatchSampler, NodeContext
-from mcepl.node.algorithms.dispfl import DisPFL, drop_and_regrow
+from mcepl.node.algorithms.dispfl import SCREEN_PURPOSE, DisPFL, fire_and_regrow
 from mcepl.node.algorithms.dsgd import DSGD, DSGDProx
 from mcepl.node.algorithms.fedavg import FedAvg, check_star, sample_weighted_average
 from mcepl.node.algorithms.lottery import LotteryDSGD, lottery_prune
@@ -208,20 +208,53 @@ def test_lottery_prune_removes_the_rate_by_magnitude_never_below_target() -> Non
     assert m["w"].nonzero().min() == 70  # the 30 largest magnitudes survive
 
 
-def test_lottery_reset_restores_the_initial_weights_on_the_new_mask() -> None:
-    algos = build(LotteryDSGD, PATH3, lr=0.5, acc_threshold=0.0)  # always accurate enough
-    init = [{n: t.clone() for n, t in a.x.items()} for a in algos]
-    for a, x0 in zip(algos, init, strict=True):
-        a.local_step(1)
-        assert a.prune_events == 1
-        for n in a.x:
-            want = torch.where(a.m[n], x0[n], torch.zeros_like(x0[n])) if n in a.m else x0[n]
-            assert torch.equal(a.x[n], want)
-        for n in a.layers:
-            assert int(a.m[n].sum()) == a.m[n].numel() - math.floor(0.2 * a.m[n].numel())
-    no = build(LotteryDSGD, PATH3, lr=0.5, acc_threshold=1.0)[0]  # never accurate enough
+def batch_grads(algo, weights: dict[str, torch.Tensor], purpose: int = SAMPLER_PURPOSE,
+                skip: int = 0) -> dict[str, torch.Tensor]:
+    """The gradient at `weights` on the node's (skip+1)-th minibatch of stream `purpose`."""
+    ctx = algo.ctx
+    sampler = MinibatchSampler(len(ctx.shard.train_y), algo.params.batch_size,
+                               ctx.generator(purpose=purpose))
+    for _ in range(skip):
+        sampler.next()
+    idx = sampler.next()
+    return loss_and_grads(ctx.model, weights, ctx.shard.train_x[idx], ctx.shard.train_y[idx])[2]
+
+
+def test_lottery_prunes_the_received_model_resets_then_trains_the_ticket_it_sends() -> None:
+    """LotteryFL's client order: test the received model, prune it by magnitude, reset the
+    survivors to the initial weights, train the reset ticket, send the trained ticket."""
+    lr = 0.5
+    algos = build(LotteryDSGD, PATH3, lr=lr, acc_threshold=0.0)  # always accurate enough
+    a = algos[0]
+    init = {n: t.clone() for n, t in a.x.items()}
+    received = {n: t + 0.01 * torch.arange(t.numel()).reshape(t.shape) for n, t in init.items()}
+    a.x = dict(received)  # as if aggregated last round: magnitudes differ from the init's
+    want_m, _ = lottery_prune(received, a.m, a.ctx.retention, 0.2)
+    ticket = {n: torch.where(want_m[n], init[n], 0.0) if n in want_m else init[n] for n in init}
+    g = batch_grads(a, ticket)
+    a.local_step(1)
+    assert a.prune_events == 1
+    for n in a.layers:
+        assert torch.equal(a.m[n], want_m[n])
+        assert int(a.m[n].sum()) == a.m[n].numel() - math.floor(0.2 * a.m[n].numel())
+    for n in a.x:
+        want = ticket[n] - lr * g[n]
+        if n in want_m:
+            want = torch.where(want_m[n], want, 0.0)
+        torch.testing.assert_close(a.x[n], want, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(a.x[n], ticket[n])  # trained, not the bare reset ticket
+    sent = a.outgoing(1, 0)[1]
+    got, masks = decode_sparse(sent, a.x, a.layers, torch.device("cpu"))
+    for n in a.x:
+        assert torch.equal(got[n], a.x[n])
+    assert all(torch.equal(masks[n], want_m[n]) for n in a.layers)
+    no = build(LotteryDSGD, PATH3, lr=lr, acc_threshold=1.0)[0]  # never accurate enough
+    x0 = dict(no.x)
+    g0 = first_batch_grads(no)
     no.local_step(1)
     assert no.prune_events == 0 and all(bool(m.all()) for m in no.m.values())
+    for n in no.x:
+        torch.testing.assert_close(no.x[n], x0[n] - lr * g0[n])
 
 
 def test_lottery_aggregates_over_the_keepers_only() -> None:
@@ -237,25 +270,87 @@ def test_lottery_aggregates_over_the_keepers_only() -> None:
 
 
 # ---- dispfl --------------------------------------------------------------------------------------
-def test_drop_and_regrow_keeps_density_and_zeroes_regrown() -> None:
+def test_fire_and_regrow_keeps_density_and_leaves_the_weights_alone() -> None:
     x = {"w": torch.tensor([0.0, 5.0, 0.1, 3.0, 0.0, 0.2, 4.0, 0.0])}
+    before = x["w"].clone()
     m = {"w": torch.tensor([0, 1, 1, 1, 0, 1, 1, 0], dtype=torch.bool)}
-    grad = {"w": torch.tensor([9.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 7.0])}
-    new_x, new_m = drop_and_regrow(x, m, grad, frac=0.4)  # ceil(0.4 * 5) = 2 dropped
-    assert new_m["w"].tolist() == [True, True, False, True, False, False, True, True]
-    assert new_x["w"].tolist() == [0.0, 5.0, 0.0, 3.0, 0.0, 0.0, 4.0, 0.0]
+    grad = {"w": torch.tensor([9.0, 0.0, 8.0, 0.0, 1.0, 0.0, 0.0, 7.0])}
+    new_m = fire_and_regrow(x, m, grad, frac=0.6)  # ceil(0.6 * 5) = 3 dropped: 0.1, 0.2, 3.0
+    # regrow 3 of the then-inactive entries by |grad|: 0 (9), 2 (8, just dropped), 7 (7)
+    assert new_m["w"].tolist() == [True, True, True, False, False, False, True, True]
+    assert torch.equal(x["w"], before)
+
+
+def test_dispfl_round_by_hand() -> None:
+    """Dis-PFL's order: masked local SGD; fire and regrow once, after the local steps; send the
+    trained model on the OLD mask; aggregate each entry over the neighbours whose old mask keeps
+    it, then apply the new mask (regrown entries take the neighbours' average)."""
+    lr, steps, rounds = 0.5, 2, 4
+    algos = build(DisPFL, PATH3, rounds=rounds, lr=lr, local_steps=steps)
+    old = [dict(a.m) for a in algos]
+    trained = []
+    for a, m0 in zip(algos, old, strict=True):
+        x = dict(a.x)
+        for k in range(steps):  # masked SGD on the node's own minibatch stream
+            g = batch_grads(a, x, skip=k)
+            x = {n: t - lr * g[n] for n, t in x.items()}
+            x = {n: torch.where(m0[n], t, 0.0) if n in m0 else t for n, t in x.items()}
+        trained.append(x)
+    new = []
+    for a, x, m0 in zip(algos, trained, old, strict=True):
+        screen = batch_grads(a, x, purpose=SCREEN_PURPOSE)  # fresh minibatch, trained model
+        frac = 0.5 / 2 * (1 + math.cos(0.0))  # round 1 is the code's round index 0
+        new.append(fire_and_regrow(x, m0, {n: screen[n].abs() for n in a.layers}, frac))
+    for a in algos:
+        a.local_step(1)
+    for a, x, m0, m1 in zip(algos, trained, old, new, strict=True):
+        for n in a.x:
+            torch.testing.assert_close(a.x[n], x[n], rtol=1e-6, atol=1e-7)
+        for n in a.layers:
+            assert torch.equal(a.m_sent[n], m0[n]) and torch.equal(a.m[n], m1[n])
+            assert int(a.m[n].sum()) == int(m0[n].sum())
+        sent = a.outgoing(1, 0)[(a.ctx.node_id + 1) % 3]
+        got, masks = decode_sparse(sent, a.x, a.layers, torch.device("cpu"))
+        for n in a.layers:
+            assert torch.equal(masks[n], m0[n]) and torch.equal(got[n], x[n])
+    inbox = [{j: algos[j].outgoing(1, 0)[i] for j in PATH3.neighbors(i)} for i in range(3)]
+    for i, a in enumerate(algos):
+        a.incoming(1, 0, inbox[i])
+    regrown_checked = False
+    for i, a in enumerate(algos):
+        for n in a.x:
+            total = sum(torch.where(old[j][n], trained[j][n], 0.0) if n in a.layers
+                        else trained[j][n] for j in range(3))
+            count = sum(old[j][n].float() if n in a.layers else torch.ones_like(total)
+                        for j in range(3))
+            want = torch.where(count > 0, total / count.clamp_min(1), 0.0)
+            if n in a.layers:
+                want = torch.where(new[i][n], want, 0.0)
+                grown = new[i][n] & ~old[i][n]
+                others = sum(old[j][n].float() for j in range(3) if j != i)
+                if bool((grown & (others > 0)).any()):
+                    regrown_checked = True
+                    assert bool((a.x[n][grown & (others > 0)] != 0).all())
+                assert bool((a.x[n][old[i][n] & ~new[i][n]] == 0).all())  # dropped
+            torch.testing.assert_close(a.x[n], want, rtol=1e-6, atol=1e-7)
+    assert regrown_checked
 
 
 @pytest.mark.parametrize("regrow", ["gradient", "random"])
-def test_dispfl_density_is_constant_and_masks_change(regrow: str) -> None:
-    algos = build(DisPFL, PATH3, rounds=5, lr=0.5, regrow=regrow)
+def test_dispfl_density_is_constant_and_masks_change_once_per_round(regrow: str) -> None:
+    algos = build(DisPFL, PATH3, rounds=5, lr=0.5, regrow=regrow, local_steps=3)
     first = [dict(a.m) for a in algos]
     for rnd in range(6):
+        before = [dict(a.m) for a in algos]
         play_round(algos, rnd)
-        for a in algos:
+        for a, m0 in zip(algos, before, strict=True):
             for n in a.layers:
-                assert int(a.m[n].sum()) == keep_count(a.m[n].numel(), a.ctx.retention)
+                kept = keep_count(a.m[n].numel(), a.ctx.retention)
+                assert int(a.m[n].sum()) == kept
                 assert bool((a.x[n][~a.m[n]] == 0).all())
+                if rnd >= 1:  # one drop-and-regrow of ceil(α_t K) entries, whatever local_steps
+                    frac = 0.25 * (1 + math.cos(math.pi * (rnd - 1) / 5))
+                    assert int((a.m[n] ^ m0[n]).sum()) <= 2 * math.ceil(frac * kept)
     assert any(not torch.equal(a.m[n], f[n]) for a, f in zip(algos, first, strict=True)
                for n in a.layers)
 

@@ -230,11 +230,21 @@ def test_tiny_cfg_fixture(tiny_cfg, tiny_data_dir: Path) -> None:
 
 def test_config_hash_is_pinned() -> None:
     """Typed params flatten exactly as before: the hash (on the wire, in run ids) is unchanged.
-    (Changed on purpose when data.val_fraction was added: a new key is a new config.)"""
-    assert config_from_dict({}).hash() == "1d1f3a4e876c9711"
-    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "034c4c2c82e7d47f"
+
+    Issue 13 changed defaults (run.threads_per_node and run.eval_batch_size "auto", mcepl's
+    micro_batch "auto"), hence new pins; with the old values given explicitly a config without
+    the new key still hashes as before. Issue 14 changed model.weight_init's default to
+    "kaiming-normal-scaled": new pins again, and the old default given explicitly hashes as
+    before. Adding data.val_fraction (issue 14, a new key is a new config) changed them all."""
+    assert config_from_dict({}).hash() == "91ea55e6405aef8a"
+    assert config_from_dict({"algorithm": {"name": "dsgd"}}).hash() == "e8f52fd048496c1a"
     assert config_from_dict({"algorithm": {"name": "dispfl", "lr": 0.5},
-                             "run": {"codec": "delta"}}).hash() == "da1f566150a9b819"
+                             "run": {"codec": "delta"}}).hash() == "0cb242127b5cb15c"
+    old_model = {"weight_init": "default"}
+    assert config_from_dict({"model": old_model}).hash() == "780961b5b5de08fc"
+    old_run = {"threads_per_node": 1, "eval_batch_size": 1000}
+    assert config_from_dict({"algorithm": {"name": "dsgd"}, "model": old_model,
+                             "run": old_run}).hash() == "034c4c2c82e7d47f"
 
 
 def test_config_alone_imports_nothing_above_and_says_what_is_missing() -> None:

@@ -47,12 +47,31 @@ def wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("algorithm, secure", [("mcepl", False), ("dsgd", True)])
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
-                                                       algorithm: str, secure: bool) -> None:
+# A user model with BatchNorm: its running statistics move during training and must come back
+# from the checkpoint (evaluation uses them).
+BN_MODEL = """from torch import nn
+
+
+def net(input_shape, num_classes):
+    return nn.Sequential(nn.Conv2d(input_shape[0], 4, 5, bias=False),
+                         nn.BatchNorm2d(4, affine=False), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, num_classes))
+"""
+
+
+@pytest.mark.parametrize("algorithm, secure, model", [("mcepl", False, None),
+                                                      ("dsgd", True, None),
+                                                      ("mcepl", False, "user-batchnorm")])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg, algorithm: str,
+                                                       secure: bool, model: str | None) -> None:
     rounds = 40
+    extra: dict = {}
+    if model is not None:
+        (tmp_path / "mcepl_bn_model.py").write_text(BN_MODEL)
+        extra = {"model": {"name": "mcepl_bn_model:net"},
+                 "run": {"python_path": [str(tmp_path)]}}
     cfg = tiny_cfg({"algorithm": {"name": algorithm},
-                    "run": {"rounds": rounds, "eval_every": 4, "round_timeout_s": 60}})
+                    "run": {"rounds": rounds, "eval_every": 4, "round_timeout_s": 60}}, **extra)
     topo = generate("complete", 3, retention=[0.5, 0.3, 0.2], transport="ipc", ipc_dir=tmp_path)
     (tmp_path / "cfg.toml").write_text(dump_toml(cfg))
     keys = tmp_path / "keys"
@@ -70,7 +89,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path, tiny_cfg,
         log = open(tmp_path / f"node-{i}{'-resumed' if extra else ''}.log", "w")  # noqa: SIM115
         return subprocess.Popen([sys.executable, "-m", "mcepl.node.main", *common, "--id", str(i),
                                  "--collector", collector_addr, "--checkpoint-dir", str(ckpt),
-                                 *key(i), *extra], stdout=log, stderr=subprocess.STDOUT)
+                                 *key(i), *extra], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MCEPL_LOCAL_NODES": "3"})  # 3 share the cores
 
     collector = subprocess.Popen([sys.executable, "-m", "mcepl.launcher.cli", "collect", *common,
                                   "--bind", collector_addr, "--out", str(run_dir),

@@ -177,3 +177,94 @@ def test_bad_options_are_one_line(tmp_path: Path, tiny_cfg, capsys, args, messag
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def _write_user(tmp_path: Path, *args: str) -> tuple[int, Path, list[dict]]:
+    """Manifests for a config naming the user's own model (module `mcepl_kube_user`)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cfg.toml").write_text('[model]\nname = "mcepl_kube_user.nets:net"\n'
+                                       '[run]\npython_path = ["code"]\n')
+    save_topology(generate("ring", 3), tmp_path / "t.json")
+    out = tmp_path / "kube"
+    rc = _mcepl_main(["topology", "kube", str(tmp_path / "t.json"), "--config",
+                      str(tmp_path / "cfg.toml"), "-o", str(out), "--keys", "none", *args])
+    docs = [d for f in sorted(out.glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text()) if d] if rc == 0 else []
+    return rc, out, docs
+
+
+def test_user_code_from_a_local_directory_is_a_configmap_volume(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--code DIR: the directory's files (subdirectories kept; caches, hidden files left out)
+    in a ConfigMap mounted read-only at /code in every node Pod, not the collector's; the
+    containers' run.python_path is ["/code"]; nothing imported; valid manifests."""
+    code = tmp_path / "code"
+    pkg = code / "mcepl_kube_user"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text("raise SystemExit('imported!')\n")
+    (pkg / "weights.bin").write_bytes(bytes(range(256)))
+    (pkg / "__pycache__" / "nets.cpython-311.pyc").write_bytes(b"\0")
+    (code / ".hidden").write_text("x")
+    rc, _, docs = _write_user(tmp_path, "--code", str(code))
+    assert rc == 0 and "mcepl_kube_user" not in sys.modules
+    cm = _by_kind(docs, "ConfigMap")["mcepl-code"]
+    jobs = _by_kind(docs, "Job")
+    items = _pod(jobs["mcepl-node-0"])["volumes"][-1]["configMap"]["items"]
+    paths = {i["path"]: i["key"] for i in items}
+    assert set(paths) == {"mcepl_kube_user/__init__.py", "mcepl_kube_user/nets.py",
+                          "mcepl_kube_user/weights.bin"}
+    assert cm["data"][paths["mcepl_kube_user/nets.py"]] == "raise SystemExit('imported!')\n"
+    assert base64.b64decode(cm["binaryData"][paths["mcepl_kube_user/weights.bin"]]) == \
+        bytes(range(256))
+    for job_name, job in jobs.items():
+        pod = _pod(job)
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        if job_name == "mcepl-collector":
+            assert "/code" not in mounts
+        else:
+            assert mounts["/code"]["readOnly"] is True and mounts["/code"]["name"] == "code"
+            assert {"name": "code", "configMap": {"name": "mcepl-code", "items": items}} in \
+                pod["volumes"]
+    files = _by_kind(docs, "ConfigMap")["mcepl-files"]["data"]
+    assert 'python_path = ["/code"]' in files["config.toml"]
+    for d in docs:
+        for version in VERSIONS:
+            kv.validate(d, version, strict=True)
+
+
+def test_user_code_from_a_volume_and_errors(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, docs = _write_user(tmp_path / "a", "--code", "hostpath:/srv/mcepl-code")
+    assert rc == 0 and "mcepl-code" not in _by_kind(docs, "ConfigMap")
+    vols = _pod(_by_kind(docs, "Job")["mcepl-node-1"])["volumes"]
+    assert {"name": "code", "hostPath": {"path": "/srv/mcepl-code",
+                                         "type": "DirectoryOrCreate"}} in vols
+    rc, _, docs = _write_user(tmp_path / "b", "--code", "pvc:my-code")
+    assert rc == 0
+    vols = _pod(_by_kind(docs, "Job")["mcepl-node-2"])["volumes"]
+    assert {"name": "code", "persistentVolumeClaim": {"claimName": "my-code",
+                                                      "readOnly": True}} in vols
+    for d in docs:
+        kv.validate(d, VERSIONS[-1], strict=True)
+    capsys.readouterr()
+    # without --code: a note; the image must hold the module
+    rc, _, docs = _write_user(tmp_path / "c")
+    assert rc == 0 and "note: model.name 'mcepl_kube_user.nets:net' is your own code" in \
+        capsys.readouterr().err
+    assert 'python_path = []' in _by_kind(docs, "ConfigMap")["mcepl-files"]["data"]["config.toml"]
+    # errors: one line, exit 2
+    (tmp_path / "empty").mkdir()
+    for args, message in [(["--code", str(tmp_path / "empty")],
+                           "needs module 'mcepl_kube_user'"),
+                          (["--code", "pvc:Bad_Name"], "not a valid claim name"),
+                          (["--code", "hostpath:relative/dir"], "absolute directory")]:
+        rc, _, _ = _write_user(tmp_path / "d", *args)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.count("\n") == 0 and message in err, err
+    big = tmp_path / "big" / "mcepl_kube_user"
+    big.mkdir(parents=True)
+    (big / "__init__.py").write_bytes(b"#" * (1 << 20))
+    rc, _, _ = _write_user(tmp_path / "e", "--code", str(tmp_path / "big"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "more than a ConfigMap holds" in err and "hostpath:DIR" in err

@@ -317,3 +317,78 @@ def test_fine_tune_moves_only_neighbour_entries() -> None:
     # all-zero A is a no-op, bit for bit; input not modified
     assert torch.equal(M.fine_tune(z, g, torch.zeros_like(z), 10.0), z)
     assert z.tolist()[0][0] == pytest.approx(0.3)
+
+
+# ------------------------------------------------------------------------ speed-ups keep the bits
+
+
+def _sorted_thres(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The definition: a stable descending sort, first k entries (the old implementation)."""
+    flat = a.reshape(-1)
+    order = torch.sort(flat, descending=True, stable=True).indices
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.reshape(a.shape)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "ints", "nan", "signed-zeros", "inf"])
+@pytest.mark.parametrize("n", [1, 2, 9, 1000, 20_011])
+def test_top_k_selection_equals_stable_sort(kind: str, n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    if kind == "normal":
+        a = torch.randn(n, generator=gen)
+    elif kind == "ties":
+        a = torch.randint(0, 4, (n,), generator=gen).float()
+    elif kind == "ints":
+        a = torch.randint(0, 3, (n,), generator=gen)
+    elif kind == "nan":
+        a = torch.randn(n, generator=gen)
+        a[torch.rand(n, generator=gen) < 0.2] = float("nan")
+    elif kind == "signed-zeros":
+        a = torch.where(torch.rand(n, generator=gen) < 0.5, torch.tensor(0.0), torch.tensor(-0.0))
+    else:
+        a = torch.randn(n, generator=gen)
+        a[torch.rand(n, generator=gen) < 0.2] = float("inf")
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        if 0 <= k <= n:
+            assert torch.equal(M.top_k_mask(a, k), _sorted_thres(a, k)), (kind, n, k)
+    for r in RATIOS:
+        assert torch.equal(M.thres(a.reshape(-1, 1), r),
+                           _sorted_thres(a.reshape(-1, 1), M.keep_count(n, r)))
+    with pytest.raises(ValueError, match="cannot keep"):
+        M.top_k_mask(a, n + 1)
+
+
+def test_buffer_variants_are_bit_identical() -> None:
+    """The `out`/`scratch` forms (what MCE-PL runs every step) give exactly the allocating
+    forms' bits, and the inputs are untouched."""
+    gen = torch.Generator().manual_seed(3)
+    for shape in [(16, 3, 5, 5), (32, 40), (7,)]:
+        z, w, d = (torch.randn(shape, generator=gen) for _ in range(3))
+        z.view(-1)[:3] = 0.0  # sign(0) and an all-zero group where there are groups
+        if len(shape) > 1:
+            z[0] = 0.0
+        masks = [torch.rand(shape, generator=gen) < p for p in (0.2, 0.5, 0.9)]
+        a = M.neighbor_mean(masks, z)
+        z0 = z.clone()
+        out, tmp = torch.full(shape, 7.0), torch.full(shape, -3.0)
+        assert torch.equal(M.straight_through_grad(d, w, z, out=out, scratch=tmp),
+                           M.straight_through_grad(d, w, z))
+        assert torch.equal(M.straight_through_grad(d, w, z, out=out),
+                           M.straight_through_grad(d, w, z))
+        if len(shape) > 1:
+            assert torch.equal(M.group_lasso_grad(z, out=out), M.group_lasso_grad(z))
+        assert torch.equal(M.neighbor_mean(masks, z, out=out), a)
+        assert torch.equal(M.neighbor_mean([], z, out=out), M.neighbor_mean([], z))
+        assert torch.equal(M.aggregation_tensor(z, a, out=out), M.aggregation_tensor(z, a))
+        for r in (0.1, 0.5):
+            assert torch.equal(M.mask_from_scores(z, r, 1, a, out=out),
+                               M.mask_from_scores(z, r, 1, a))
+            assert torch.equal(M.mask_from_scores(z, r, 0, None, out=out),
+                               M.mask_from_scores(z, r, 0, None))
+        expected = M.fine_tune(z, d, a, 0.7)
+        assert torch.equal(M.fine_tune(z, d, a, 0.7, out=out, scratch=tmp), expected)
+        assert torch.equal(z, z0)
+        zz = z.clone()
+        assert M.fine_tune(zz, d, a, 0.7, out=zz, scratch=tmp) is zz  # in place
+        assert torch.equal(zz, expected)

@@ -303,7 +303,9 @@ def test_one_mcepl_iteration_by_hand(tiny_cfg: MakeCfg, topo_fn: Callable[[], To
     z = {n: a.z[n].clone() for n in names}
     m = {n: a.m[n].clone() for n in names}
     a_prev = {n: a.a_prev[n].clone() for n in names}
-    w = {n: model.w[n].detach().clone() for n in names}
+    # the node's fixed weights: the shared w, times 1/sqrt(r) under the default "-scaled" init
+    assert cfg.model.weight_init == "kaiming-normal-scaled" and model.retention_scaled
+    w = {n: model.w[n].detach().clone() * (1.0 / math.sqrt(r)) for n in names}
     sampler = MinibatchSampler(len(a.ctx.shard.train_y), a.params.batch_size, torch.Generator())
     sampler.load_state_dict(a.sampler.state_dict())
     idx = sampler.next()

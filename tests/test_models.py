@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from mcepl.node.models import AlexNet, MaskedModel, SmallCNN, build_model
+from mcepl.config import ModelConfig
+from mcepl.node.models import (
+    DEFAULT_WEIGHT_INIT,
+    WEIGHT_INITS,
+    AlexNet,
+    MaskedModel,
+    SmallCNN,
+    build_model,
+    is_retention_scaled,
+)
 
 
 def _params_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -92,19 +101,55 @@ def test_build_model_leaves_global_rng_alone() -> None:
     assert _params_equal(a, b)
 
 
-@pytest.mark.parametrize("init", ["uniform", "kaiming-normal"])
+@pytest.mark.parametrize("init", WEIGHT_INITS)
 def test_weight_init_options(init: str) -> None:
     a = build_model("small-cnn", (1, 28, 28), 10, seed=3, weight_init=init)
     b = build_model("small-cnn", (1, 28, 28), 10, seed=3, weight_init=init)
-    d = build_model("small-cnn", (1, 28, 28), 10, seed=3)
     assert _params_equal(a, b)
-    mm, md = MaskedModel(a), MaskedModel(d)
-    for n in mm.names:
-        assert not torch.equal(mm.w[n], md.w[n])
+    d = build_model("small-cnn", (1, 28, 28), 10, seed=3, weight_init="default")
+    kn = build_model("small-cnn", (1, 28, 28), 10, seed=3, weight_init="kaiming-normal")
+    mm, md, mk = MaskedModel(a), MaskedModel(d), MaskedModel(kn)
+    sa, sd = a.state_dict(), d.state_dict()
+    for k in sa:  # biases (and anything else unmasked) are PyTorch's whatever the init
+        assert torch.equal(sa[k], sd[k]) == (init == "default" or k not in mm.names), k
+    w = torch.cat([t.reshape(-1) for t in mm.w.values()])
     if init == "uniform":
-        w = torch.cat([t.reshape(-1) for t in mm.w.values()])
         assert float(w.min()) >= -1.0 and float(w.max()) <= 1.0
         assert float(w.abs().max()) > 0.9  # really U[-1, 1], not the (much narrower) default
+    for n in mm.names:
+        fan_in = mm.w[n][0].numel()
+        if init.startswith("kaiming-normal"):
+            assert torch.equal(mm.w[n], mk.w[n])  # "-scaled" draws the very same w
+            assert abs(float(mm.w[n].std()) / (2.0 / fan_in) ** 0.5 - 1) < 0.25
+        if init.startswith("signed-constant"):  # the kaiming-normal signs, one magnitude
+            torch.testing.assert_close(mm.w[n].abs(), torch.full_like(mm.w[n],
+                                                                      (2.0 / fan_in) ** 0.5))
+            assert torch.equal(torch.sign(mm.w[n]), torch.sign(mk.w[n]))
+    if init != "default":
+        assert all(not torch.equal(mm.w[n], md.w[n]) for n in mm.names)
+
+
+def test_default_init_is_the_retention_scaled_kaiming_normal() -> None:
+    assert DEFAULT_WEIGHT_INIT == "kaiming-normal-scaled" == ModelConfig().weight_init
+    assert _params_equal(build_model("small-cnn", (1, 28, 28), 10, seed=1),
+                         build_model("small-cnn", (1, 28, 28), 10, seed=1,
+                                     weight_init="kaiming-normal"))
+    assert is_retention_scaled(DEFAULT_WEIGHT_INIT)
+    assert not any(is_retention_scaled(i) for i in ("default", "uniform", "kaiming-normal"))
+
+
+def test_fixed_weights_scale_by_one_over_sqrt_r_only_when_scaled() -> None:
+    net = build_model("small-cnn", (1, 28, 28), 10, seed=0)
+    plain, scaled = MaskedModel(net), MaskedModel(net, retention_scaled=True)
+    r = {n: 0.25 if i % 2 else 1.0 for i, n in enumerate(plain.names)}
+    fp, fs = plain.fixed_weights(r), scaled.fixed_weights(r)
+    for n in plain.names:
+        assert fp[n] is plain.w[n]  # unscaled: the shared tensor itself
+        torch.testing.assert_close(fs[n], plain.w[n] * (2.0 if r[n] == 0.25 else 1.0),
+                                   rtol=0, atol=0)
+    assert scaled.scale(0.04) == pytest.approx(5.0) and plain.scale(0.04) == 1.0
+    with pytest.raises(ValueError, match="retention"):
+        scaled.scale(0.0)
 
 
 # --------------------------------------------------------------------------- MaskedModel

@@ -175,7 +175,10 @@ def test_one_node_per_namespace_equals_loopback(lab: NetnsLab, tmp_path: Path, t
     collector_addr = f"tcp://{lab.addr(NUM_NODES)}:{COLLECTOR_PORT}"
     common = ["--topology", str(files / "topology.json"), "--config", str(files / "config.toml"),
               "--run-id", RUN_ID]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # the namespaces share this machine's cores: say how many nodes do ("auto" threads), as
+    # `mcepl launch` does for the loopback run
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "MCEPL_LOCAL_NODES": str(NUM_NODES)}
     mcepl = [sys.executable, "-m", "mcepl.launcher.cli"]
 
     # The IPs live only inside the namespaces: the host namespace has none of them.

@@ -274,13 +274,17 @@ def test_load_shard_matches_load_all(tmp_path: Path, partition: str,
     for node in range(4):
         one = load_shard("fashion-mnist", node, **kw)  # type: ignore[arg-type]
         other = every[node]
-        for name in ("train_x", "train_y", "test_x", "test_y"):
+        for name in ("train_x", "test_x"):  # kept as stored: uint8
+            assert getattr(one, name).stored.dtype == torch.uint8
+            assert torch.equal(getattr(one, name).stored, getattr(other, name).stored)
+        for name in ("train_y", "test_y"):
             assert torch.equal(getattr(one, name), getattr(other, name))
         assert one.labels == other.labels == sorted(other.labels)
         assert one.num_classes == 10 and one.input_shape == (1, 28, 28)
         assert one.train_x.dtype == torch.float32 and one.train_x.shape[1:] == (1, 28, 28)
         assert one.train_y.dtype == torch.int64 and one.test_y.dtype == torch.int64
-        assert one.train_x.min() >= -1 and one.train_x.max() <= 1
+        batch = one.train_x[:]  # normalised on access
+        assert batch.dtype == torch.float32 and batch.min() >= -1 and batch.max() <= 1
         assert set(one.train_y.tolist()) <= set(one.labels)
         if partition == "labels":
             assert set(one.test_y.tolist()) == set(one.labels)

@@ -121,6 +121,10 @@ def add_topology_parser(subparsers: Any) -> Any:
                       help="CURVE keys (default init): a 'keys' service makes a fresh key pair "
                            "per node at `docker compose up`, in one named volume per node (no "
                            "secret key in any file here); 'none': plaintext traffic")
+    comp.add_argument("--code", metavar="DIR", default=None,
+                      help="directory of your own modules (model.name / data.dataset = "
+                           "package.module:attr): mounted read-only at /code in every node "
+                           "container and put on run.python_path, so the image is not rebuilt")
     comp.set_defaults(func=cmd_compose)
 
     kube = sub.add_parser(
@@ -156,6 +160,12 @@ def add_topology_parser(subparsers: Any) -> Any:
                       help="CURVE keys (default generate): a fresh key pair per node now, the "
                            "public keys in the topology, each secret key in its node's Secret; "
                            "'none': plaintext traffic")
+    kube.add_argument("--code", metavar="DIR|hostpath:DIR|pvc:CLAIM", default=None,
+                      help="your own modules (model.name / data.dataset = package.module:attr), "
+                           "mounted read-only at /code in every node Pod and put on "
+                           "run.python_path: a local DIR is packed into a ConfigMap (<name>-code, "
+                           "up to 900 KiB), hostpath:DIR and pvc:CLAIM name a volume holding "
+                           "them; the image is not rebuilt")
     kube.set_defaults(func=cmd_kube)
 
     keys = sub.add_parser(
@@ -277,15 +287,19 @@ def cmd_compose(args: argparse.Namespace) -> int:
     """Handle ``topology compose``."""
     from mcepl.config import ConfigError, load_config
 
-    from .compose import write_compose
+    from .compose import user_code_names, write_compose
 
     try:
         topo = load_topology(args.file)
         cfg = load_config(args.config)
         files = write_compose(topo, cfg, args.output, run_dir=args.run_dir, image=args.image,
-                              build=args.build or None, keys=args.keys)
+                              build=args.build or None, keys=args.keys, code=args.code)
     except (TopologyError, ConfigError) as e:
         return _fail(str(e))
+    if args.code is None:
+        for key, name in user_code_names(cfg):
+            print(f"note: {key} {name!r} is your own code; without --code DIR the image must "
+                  f"already contain it", file=sys.stderr)
     print(f"wrote {files.compose}: {files.nodes} node services and a collector; "
           f"container files {files.topology} and {files.config}")
     return 0
@@ -295,18 +309,24 @@ def cmd_kube(args: argparse.Namespace) -> int:
     """Handle ``topology kube``."""
     from mcepl.config import ConfigError, load_config
 
+    from .deploy import user_code_names
     from .kube import KubeOptions, VolumeSource, write_kube
 
     try:
         opts = KubeOptions(
             name=args.name, namespace=args.namespace, image=args.image, keys=args.keys,
             data=VolumeSource.parse(args.data, "--data") if args.data else None,
-            results=VolumeSource.parse(args.results, "--results") if args.results else None)
+            results=VolumeSource.parse(args.results, "--results") if args.results else None,
+            code=args.code)
         topo = load_topology(args.file)
         cfg = load_config(args.config)
         files = write_kube(topo, cfg, args.output, opts)
     except (TopologyError, ConfigError) as e:
         return _fail(str(e))
+    if args.code is None:
+        for key, name in user_code_names(cfg):
+            print(f"note: {key} {name!r} is your own code; without --code the image must "
+                  f"already contain it", file=sys.stderr)
     keys = (f" and {files.secrets} (one Secret per node; private, mode 0600)"
             if files.secrets else " (no CURVE keys: plaintext)")
     print(f"wrote {files.manifests}: {files.nodes} node Jobs, a collector Job and their "

@@ -35,6 +35,13 @@ data set ends every node at once with one line saying what to set. A node waits 
 start (``./results`` already holds a run) ends every node too instead of letting them train for
 nobody.
 
+The user's own model or data set (``model.name`` / ``data.dataset`` = ``package.module:attr``):
+``code`` (``--code DIR``) bind-mounts that host directory read-only at ``/code`` in every node
+container (not the collector's), and the container config's ``run.python_path`` is
+``["/code"]``: the image is not rebuilt for the user's code. The directory is checked for the
+named top-level modules on disk; nothing is imported. Without ``code`` the image must already
+hold the modules.
+
 The containers' commands, environment and mounts come from :mod:`.deploy` (shared with the
 Kubernetes manifests); YAML is written by :mod:`.yamltext` (no PyYAML needed).
 """
@@ -47,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from .deploy import (
+    CODE,
     COLLECTOR_PORT,
+    CONTAINER_CODE_DIR,
     CONTAINER_PUBLIC_DIR,
     CONTAINER_RUN_DIR,
     DATA,
@@ -61,19 +70,21 @@ from .deploy import (
     RESULTS,
     Container,
     Layout,
+    check_code_dir,
     collector_container,
     container_files,
     container_topology,
     default_data_source,
     node_container,
+    user_code_names,
 )
 from .generators import save_topology
 from .schema import Topology, TopologyError
 from .yamltext import to_yaml
 
-__all__ = ["COLLECTOR_SERVICE", "ComposeFiles", "KEY_MODES", "compose_dict", "container_files",
-           "container_topology", "default_data_source", "key_volume", "node_service",
-           "render_compose", "to_yaml", "write_compose"]
+__all__ = ["COLLECTOR_SERVICE", "ComposeFiles", "KEY_MODES", "check_code_dir", "compose_dict",
+           "container_files", "container_topology", "default_data_source", "key_volume",
+           "node_service", "render_compose", "to_yaml", "user_code_names", "write_compose"]
 
 COLLECTOR_SERVICE = "collector"
 NETWORK = "mcepl"
@@ -102,6 +113,13 @@ def _rel(path: Path, base: Path) -> str:
     return rel if rel.startswith((".", "/")) else f"./{rel}"
 
 
+def _mount_path(path: Path, base: Path) -> str:
+    """`path` relative to the compose file when it lies below it (the bundle can move), else
+    absolute."""
+    rel = _rel(path, base)
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
 def key_volume(i: int) -> str:
     """Named volume holding node ``i``'s key pair (mounted into the keys service and node i)."""
     return f"mcepl-key-{i}"
@@ -115,10 +133,13 @@ def data_hint(data_source: str) -> str:
             f"`docker compose up` again")
 
 
-def _volumes(c: Container, *, run_dir: str, results: str, data_source: str) -> list[str]:
+def _volumes(c: Container, *, run_dir: str, results: str, data_source: str,
+             code: str | None = None) -> list[str]:
     """A container's mounts as compose short-syntax volumes."""
     source = {FILES: _esc(run_dir), PUBLIC: PUBLIC_VOLUME, RESULTS: _esc(results),
               DATA: f"${{MCEPL_DATA:-{_esc(data_source)}}}"}
+    if code is not None:
+        source[CODE] = _esc(code)
     out = []
     for m in c.mounts:
         if m.role == KEY:  # each container its own key: node i's, or the collector's
@@ -131,13 +152,14 @@ def _volumes(c: Container, *, run_dir: str, results: str, data_source: str) -> l
 
 def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFAULT_IMAGE,
                  build: str | None = ".", data_source: str = f"{HOST_DATASETS_DIR}/fashion-mnist",
-                 results: str = "./results", threads: int = 1, keys: str = "init"
-                 ) -> dict[str, Any]:
+                 results: str = "./results", threads: int | str = 1, keys: str = "init",
+                 code: str | None = None) -> dict[str, Any]:
     """The compose document for a container topology (as made by :func:`container_topology`).
 
-    ``run_dir``, ``build`` and ``results`` are paths relative to the compose file; ``build`` is
-    the directory holding the Dockerfile (None: no build section, the image must exist).
-    ``keys``: "init" (CURVE keys made by a keys service at `up`) or "none" (plaintext).
+    ``run_dir``, ``build``, ``results`` and ``code`` are paths relative to the compose file (or
+    absolute); ``build`` is the directory holding the Dockerfile (None: no build section, the
+    image must exist). ``keys``: "init" (CURVE keys made by a keys service at `up`) or "none"
+    (plaintext). ``code``: the user's module directory, mounted read-only at /code in the nodes.
     """
     if keys not in KEY_MODES:
         raise TopologyError(f"compose: keys must be one of {', '.join(KEY_MODES)}, got {keys!r}")
@@ -145,10 +167,11 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
     in_topo = f"{CONTAINER_RUN_DIR}/topology.json"
     layout = Layout(collector=f"tcp://{COLLECTOR_SERVICE}:{COLLECTOR_PORT}", secure=secure,
                     topology=f"{CONTAINER_PUBLIC_DIR}/topology.json" if secure else in_topo,
-                    threads=threads, data_hint=data_hint(data_source))
+                    threads=threads, local_nodes=topo.num_nodes,
+                    data_hint=data_hint(data_source), code=code is not None)
 
     def volumes(c: Container) -> list[str]:
-        return _volumes(c, run_dir=run_dir, results=results, data_source=data_source)
+        return _volumes(c, run_dir=run_dir, results=results, data_source=data_source, code=code)
 
     services: dict[str, Any] = {}
     after_keys = {KEYS_SERVICE: {"condition": "service_completed_successfully"}}
@@ -202,11 +225,12 @@ def compose_dict(topo: Topology, *, run_dir: str = "./deploy", image: str = DEFA
 
 def render_compose(topo: Topology, cfg: Any, *, run_dir: str = "./deploy",
                    image: str = DEFAULT_IMAGE, build: str | None = ".",
-                   data_source: str | None = None, keys: str = "init") -> str:
+                   data_source: str | None = None, keys: str = "init",
+                   code: str | None = None) -> str:
     """The compose file's text, with a header saying how it was made and how to run it."""
     doc = compose_dict(topo, run_dir=run_dir, image=image, build=build,
                        data_source=data_source or default_data_source(cfg),
-                       threads=cfg.run.threads_per_node, keys=keys)
+                       threads=cfg.run.threads_per_node, keys=keys, code=code)
     header = (
         f"# mcepl network: {topo.num_nodes} nodes (algorithm {cfg.algorithm.name}, "
         f"{topo.num_edges} edges) and a metrics collector.\n"
@@ -216,6 +240,10 @@ def render_compose(topo: Topology, cfg: Any, *, run_dir: str = "./deploy",
         "#   mkdir -p results && MCEPL_UID=$(id -u) MCEPL_GID=$(id -g) docker compose up\n"
         "# MCEPL_DATA=/host/dir picks the data set directory mounted at /data.\n"
     )
+    if code is not None:
+        header += (f"# The user's modules ({code}) are mounted read-only at "
+                   f"{CONTAINER_CODE_DIR} in every node\n# (run.python_path); edit them there, "
+                   "no image rebuild needed.\n")
     if keys == "init":
         header += (
             "# Traffic between nodes is encrypted and authenticated (ZeroMQ CURVE): the\n"
@@ -238,20 +266,22 @@ class ComposeFiles:
 
 def write_compose(topo: Topology, cfg: Any, output: str | Path, *,
                   run_dir: str | Path | None = None, image: str = DEFAULT_IMAGE,
-                  build: str | None = ".", keys: str = "init") -> ComposeFiles:
+                  build: str | None = ".", keys: str = "init",
+                  code: str | Path | None = None) -> ComposeFiles:
     """Write the compose file and its run files (topology.json, config.toml in ``run_dir``).
 
     ``run_dir`` defaults to ``deploy/`` next to the compose file; ``build`` is relative to the
-    compose file.
+    compose file. ``code``: the directory of the user's modules (checked, mounted at /code).
     """
     from mcepl.config import dump_toml
 
     output = Path(output)
     base = output.parent if str(output.parent) else Path(".")
     rdir = Path(run_dir) if run_dir is not None else base / "deploy"
-    ctopo, ccfg = container_files(topo, cfg)
+    code_src = _mount_path(check_code_dir(code, cfg), base) if code is not None else None
+    ctopo, ccfg = container_files(topo, cfg, code=code is not None)
     text = render_compose(ctopo, cfg, run_dir=_rel(rdir, base), image=image, build=build,
-                          keys=keys)
+                          keys=keys, code=code_src)
     try:
         rdir.mkdir(parents=True, exist_ok=True)
         base.mkdir(parents=True, exist_ok=True)

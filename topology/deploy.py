@@ -14,24 +14,32 @@ Inside every container the paths are the same:
   metrics are authenticated too);
 - ``/data``: the data set (read-only), found through ``MCEPL_DATA=/data``; ``MCEPL_DATA_HINT``
   says where it comes from, so a node that does not find it names the mount and what to set;
-- ``/results``: the collector's output.
+- ``/results``: the collector's output;
+- ``/code``: the user's own modules (``--code``; read-only, nodes only), on the container
+  config's ``run.python_path``, when the config names a model or data set by import path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from mcepl.config import LOCAL_NODES_ENV
+from mcepl.userload import is_import_path, parse
+
 from .generators import read_labels_file
-from .schema import Topology
+from .schema import Topology, TopologyError
 
 CONTAINER_RUN_DIR = "/run/mcepl"
 CONTAINER_DATA_DIR = "/data"
 CONTAINER_RESULTS_DIR = "/results"
 CONTAINER_PUBLIC_DIR = "/run/mcepl-public"  # the topology with the public keys
 CONTAINER_KEY_DIR = "/run/mcepl-key"  # node i's (or the collector's) own key
+CONTAINER_CODE_DIR = "/code"  # the user's modules (--code), on run.python_path
 NODE_PORT = 5555
 COLLECTOR_PORT = 5600
 DEFAULT_IMAGE = "mcepl:latest"
@@ -49,11 +57,12 @@ PUBLIC = "public"  # topology with the public keys (made at start-up)
 KEY = "key"  # the container's own secret key (a node's, or the collector's)
 DATA = "data"  # the data set
 RESULTS = "results"  # the collector's output
+CODE = "code"  # the user's modules
 
 
 @dataclass(frozen=True)
 class Mount:
-    role: str  # FILES, PUBLIC, KEY, DATA or RESULTS
+    role: str  # FILES, PUBLIC, KEY, DATA, RESULTS or CODE
     target: str  # path inside the container
     read_only: bool = True
 
@@ -74,16 +83,19 @@ class Layout:
 
     ``topology`` is the file nodes and collector read (with public keys when ``secure``);
     ``collector`` the address nodes push metrics to; ``data_hint`` the value of
-    ``MCEPL_DATA_HINT`` (where /data comes from and what to set when the data set is not there).
+    ``MCEPL_DATA_HINT`` (where /data comes from and what to set when the data set is not there);
+    ``code`` whether the user's modules are mounted at /code in the nodes.
     """
 
     collector: str
     secure: bool = True
     topology: str = f"{CONTAINER_RUN_DIR}/topology.json"
     config: str = f"{CONTAINER_RUN_DIR}/config.toml"
-    threads: int = 1
+    threads: int | str = 1  # an int, or "auto": each node's share of the host's cores
+    local_nodes: int = 1  # node containers sharing one host ("auto" threads divide by it)
     data_hint: str = ""
     results: str = CONTAINER_RESULTS_DIR
+    code: bool = False
 
 
 def node_container(layout: Layout, node_id: int) -> Container:
@@ -98,7 +110,11 @@ def node_container(layout: Layout, node_id: int) -> Container:
         mounts.append(Mount(KEY, CONTAINER_KEY_DIR))
     else:
         args.append("--insecure")  # plaintext is an explicit choice (mcepl node refuses else)
-    env = {"MCEPL_DATA": CONTAINER_DATA_DIR, "OMP_NUM_THREADS": str(layout.threads)}
+    if layout.code:
+        mounts.append(Mount(CODE, CONTAINER_CODE_DIR))
+    env = {"MCEPL_DATA": CONTAINER_DATA_DIR,
+           **({"OMP_NUM_THREADS": str(layout.threads)} if isinstance(layout.threads, int)
+              else {LOCAL_NODES_ENV: str(layout.local_nodes)})}
     if layout.data_hint:
         env[DATA_HINT_ENV] = layout.data_hint
     return Container(args=args, env=env, mounts=mounts, node=node_id)
@@ -142,24 +158,53 @@ def container_topology(topo: Topology, host: Any = None,
     return Topology(nodes=nodes, edges=list(topo.edges), meta=meta).validate("<container topology>")
 
 
-def container_files(topo: Topology, cfg: Any, host: Any = None) -> tuple[Topology, Any]:
+def container_files(topo: Topology, cfg: Any, host: Any = None,
+                    code: bool = False) -> tuple[Topology, Any]:
     """The topology and config as the containers see them.
 
     The config is made host-independent: ``data.root`` is dropped (the data set is mounted at
     /data) and ``data.download`` turned off (a container must find the mounted data set, not
     fetch one copy per node from the internet: a missing mount is then one clear line), and a
     ``data.labels_file`` is embedded into the topology as per-node labels (the same assignment).
+    ``run.python_path`` is ``["/code"]`` when the user's modules are mounted there (`code`),
+    else empty (host directories mean nothing in a container; the image must hold the modules).
     """
     labels = None
     if cfg.data.labels_file and not all(n.labels is not None for n in topo.nodes):
         labels = read_labels_file(cfg.data.labels_file, num_nodes=topo.num_nodes)
     ctopo = container_topology(topo, host, labels)
     data = dataclasses.replace(cfg.data, root=None, labels_file=None, download=False)
-    return ctopo, dataclasses.replace(cfg, data=data)
+    run = dataclasses.replace(cfg.run, python_path=[CONTAINER_CODE_DIR] if code else [])
+    return ctopo, dataclasses.replace(cfg, data=data, run=run)
 
 
 def default_data_source(cfg: Any) -> str:
-    """Host directory mounted at /data by default: ``data.root``, else the Debian location."""
+    """Host directory mounted at /data by default: ``data.root``, else the Debian location
+    (for a user data set ``package.module:loader``: ``/usr/share/datasets/<package>``)."""
     if cfg.data.root:
         return os.path.abspath(os.path.expanduser(cfg.data.root))
+    if is_import_path(cfg.data.dataset):
+        return f"{HOST_DATASETS_DIR}/{parse(cfg.data.dataset)[0].split('.')[0]}"
     return f"{HOST_DATASETS_DIR}/{cfg.data.dataset}"
+
+
+def user_code_names(cfg: Any) -> list[tuple[str, str]]:
+    """``(key, name)`` for each config name that is the user's own code (an import path)."""
+    names = [("model.name", cfg.model.name), ("data.dataset", cfg.data.dataset)]
+    return [(key, name) for key, name in names if is_import_path(name)]
+
+
+def check_code_dir(code: str | os.PathLike[str], cfg: Any) -> Path:
+    """`code` as a directory holding the top-level module of every user-code name of `cfg`
+    (looked up on the file system with importlib's path finder, which runs nothing: generating
+    deployment files never imports user code); TopologyError naming what is missing."""
+    d = Path(code).expanduser()
+    if not d.is_dir():
+        raise TopologyError(f"--code {code}: not a directory")
+    for key, name in user_code_names(cfg):
+        top = parse(name)[0].split(".")[0]
+        if importlib.machinery.PathFinder.find_spec(top, [str(d)]) is None:
+            raise TopologyError(f"--code {code}: {key} {name!r} needs module {top!r}, but "
+                                f"{d} has no {top}.py or {top}/ (the directory is mounted at "
+                                f"{CONTAINER_CODE_DIR} and searched first)")
+    return d

@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from mcepl import jsonio
@@ -144,6 +143,8 @@ def _er_edges(n: int, p: float, seed: int) -> tuple[list[tuple[int, int]], int]:
         raise TopologyError(f"er: p must be a probability in [0, 1], got {p!r}")
     if n > 1 and p == 0.0:
         raise TopologyError(f"er: p=0 never gives a connected graph on {n} nodes")
+    import networkx as nx  # here, not at the top: node processes never need it (12 MB each)
+
     for attempt in range(MAX_ER_ATTEMPTS):
         g = nx.gnp_random_graph(n, p, seed=seed + attempt)
         if nx.is_connected(g):
@@ -275,6 +276,8 @@ def read_adjacency(path: str | Path) -> tuple[int, list[tuple[int, int]]]:
                 raise TopologyError(f"{path}: not symmetric: entry ({i}, {j}) is {mat[i][j]} but "
                                     f"({j}, {i}) is {mat[j][i]}")
     edges = [(i, j) for i in range(n) for j in range(i + 1, n) if mat[i][j]]
+    import networkx as nx
+
     g = nx.Graph()
     g.add_nodes_from(range(n))
     g.add_edges_from(edges)

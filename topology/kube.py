@@ -23,6 +23,14 @@ The data set is a read-only volume (``--data hostpath:DIR``, the default being t
 resident set of one node process measured by ``benchmarks/node_memory.py`` (see
 :data:`NODE_PEAK_RSS_MIB`); CPU requests are ``run.threads_per_node`` cores.
 
+The user's own model or data set (``model.name`` / ``data.dataset`` = ``package.module:attr``)
+comes from ``--code``: a local directory ``DIR`` is packed into a ConfigMap ``<name>-code`` (its
+files, subdirectories kept; caches and hidden files left out; at most :data:`CODE_LIMIT` bytes),
+or ``hostpath:DIR`` / ``pvc:CLAIM`` name a volume that holds it; either way it is mounted
+read-only at ``/code`` in every node Pod (not the collector's), on the containers'
+``run.python_path``, and the image is not rebuilt. A local directory is checked for the named
+modules on disk; nothing is imported.
+
 No cluster is needed to write them; tests validate them offline against the Kubernetes schemas
 (kubernetes-validate). They have not been run on a cluster.
 """
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .deploy import (
+    CODE,
     COLLECTOR_PORT,
     CONTAINER_RESULTS_DIR,
     DATA,
@@ -50,6 +59,7 @@ from .deploy import (
     RESULTS,
     Container,
     Layout,
+    check_code_dir,
     collector_container,
     container_files,
     default_data_source,
@@ -71,6 +81,11 @@ MEMORY_MARGIN = 1.25
 COLLECTOR_MEMORY_MIB = 256
 VOLUME_KINDS = ("hostpath", "pvc")
 KEY_MODES = ("generate", "none")
+CODE_LIMIT = 900 * 1024
+"""Bytes of files a ``--code DIR`` ConfigMap may carry (Kubernetes caps an object at 1 MiB,
+and binary files grow by a third in base64)."""
+_CODE_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache",
+                   ".ruff_cache", ".venv", "venv", "node_modules"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MAX_NAME = 40  # leaves room for "-node-<i>" / "-collector" within the 63-character limit
 
@@ -105,6 +120,52 @@ class VolumeSource:
         # DirectoryOrCreate: a missing directory becomes an empty one, so a node starts and
         # says in one line what is missing (with "Directory" the Pod would wait forever).
         return {"name": name, "hostPath": {"path": self.ref, "type": "DirectoryOrCreate"}}
+
+
+def code_files(d: Path) -> list[tuple[str, bytes]]:
+    """``(relative path, bytes)`` of the files under `d` that a ``--code`` ConfigMap carries,
+    sorted: everything but hidden entries, caches (``__pycache__``, ``*.pyc``) and
+    version-control or environment directories; TopologyError beyond CODE_LIMIT."""
+    out: list[tuple[str, bytes]] = []
+    total = 0
+    for root, dirs, files in os.walk(d, followlinks=False):
+        dirs[:] = sorted(x for x in dirs if not x.startswith(".") and x not in _CODE_SKIP_DIRS)
+        for f in sorted(files):
+            p = Path(root) / f
+            if f.startswith(".") or f.endswith((".pyc", ".pyo")) or not p.is_file():
+                continue
+            data = p.read_bytes()
+            total += len(data)
+            if total > CODE_LIMIT:
+                raise TopologyError(
+                    f"--code {d}: more than {CODE_LIMIT // 1024} KiB of files, more than a "
+                    f"ConfigMap holds; put the code on every Kubernetes node (--code "
+                    f"hostpath:DIR) or in a claim (--code pvc:CLAIM)")
+            out.append((p.relative_to(d).as_posix(), data))
+    return out
+
+
+def code_configmap(name: str, namespace: str | None, labels: dict[str, str],
+                   files: list[tuple[str, bytes]]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The ConfigMap holding the user's files, and the ``items`` that put each back at its
+    relative path under the mount (ConfigMap keys cannot hold '/')."""
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    items = []
+    for i, (rel, content) in enumerate(files):
+        key = f"f{i:04d}-" + re.sub(r"[^-._a-zA-Z0-9]", "_", rel.rsplit("/", 1)[-1])[:200]
+        try:
+            data[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode("ascii")
+        items.append({"key": key, "path": rel})
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": _meta(name, namespace, labels)}
+    if data:
+        cm["data"] = data
+    if binary:
+        cm["binaryData"] = binary
+    return cm, items
 
 
 def memory_mib(model: str) -> tuple[int, int]:
@@ -155,6 +216,9 @@ class KubeOptions:
     results: VolumeSource | None = None  # default: pvc:<name>-results (created)
     keys: str = "generate"
     results_size: str = "1Gi"
+    # the user's modules: a local directory (packed into a ConfigMap), "hostpath:DIR" or
+    # "pvc:CLAIM"; None: the image must hold them
+    code: str | None = None
 
     def check(self) -> None:
         if not _DNS_LABEL.match(self.name) or len(self.name) > _MAX_NAME:
@@ -174,7 +238,20 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
     name, ns = opts.name, opts.namespace
     data = opts.data or VolumeSource("hostpath", default_data_source(cfg))
     results = opts.results or VolumeSource("pvc", f"{name}-results")
-    ctopo, ccfg = container_files(topo, cfg, host=lambda i: f"node-{i}.{name}")
+    app = {"app.kubernetes.io/name": "mcepl", "app.kubernetes.io/instance": name}
+    code_volume: dict[str, Any] | None = None
+    code_objects: list[dict[str, Any]] = []
+    if opts.code is not None:
+        if opts.code.startswith(tuple(f"{k}:" for k in VOLUME_KINDS)):
+            code_volume = VolumeSource.parse(opts.code, "--code").volume("code", read_only=True)
+        else:
+            files = code_files(check_code_dir(opts.code, cfg))
+            cm, items = code_configmap(f"{name}-code", ns, app, files)
+            code_objects.append(cm)
+            code_volume = {"name": "code", "configMap": {"name": f"{name}-code",
+                                                         "items": items}}
+    ctopo, ccfg = container_files(topo, cfg, host=lambda i: f"node-{i}.{name}",
+                                  code=code_volume is not None)
     from mcepl.config import dump_toml
 
     secret_texts: dict[int | str, str] = {}  # node id, or COLLECTOR
@@ -184,10 +261,12 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
         ctopo = with_public_keys(ctopo, {i: kp.public for i, kp in pairs.items()
                                          if i != COLLECTOR}, pairs[COLLECTOR].public)
         secret_texts = {i: secret_key_text(kp, i) for i, kp in pairs.items()}
+    # a Pod asks for whole cores; "auto" (a share of one machine's cores) means one thread here
+    threads = cfg.run.threads_per_node if isinstance(cfg.run.threads_per_node, int) else 1
     layout = Layout(collector=f"tcp://{name}-collector:{COLLECTOR_PORT}",
-                    secure=bool(secret_texts), threads=cfg.run.threads_per_node,
-                    data_hint=data_hint(data), results=f"{CONTAINER_RESULTS_DIR}/{name}")
-    app = {"app.kubernetes.io/name": "mcepl", "app.kubernetes.io/instance": name}
+                    secure=bool(secret_texts), threads=threads,
+                    data_hint=data_hint(data), results=f"{CONTAINER_RESULTS_DIR}/{name}",
+                    code=code_volume is not None)
     files_cm = f"{name}-files"
 
     def volumes_for(c: Container) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -204,6 +283,8 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
                 vols.append(data.volume("data", read_only=True))
             elif m.role == RESULTS:
                 vols.append(results.volume("results", read_only=False))
+            elif m.role == CODE and code_volume is not None:
+                vols.append(dict(code_volume))
             else:
                 raise TopologyError(f"kube: no volume for mount role {m.role!r}")
             mounts.append({"name": vols[-1]["name"], "mountPath": m.target,
@@ -232,6 +313,7 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
         {"apiVersion": "v1", "kind": "ConfigMap",
          "metadata": _meta(files_cm, ns, app),
          "data": {"topology.json": dumps_topology(ctopo), "config.toml": dump_toml(ccfg)}},
+        *code_objects,
         {"apiVersion": "v1", "kind": "Service",
          "metadata": _meta(name, ns, app),
          "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
@@ -255,7 +337,7 @@ def kube_manifests(topo: Topology, cfg: Any, opts: KubeOptions
                         "limits": {"memory": f"{2 * COLLECTOR_MEMORY_MIB}Mi"}},
                        {}, COLLECTOR_PORT))
     req, lim = memory_mib(cfg.model.name)
-    cpu = str(cfg.run.threads_per_node)
+    cpu = str(threads)
     for n in ctopo.nodes:
         labels = {**app, "app.kubernetes.io/component": "node", "mcepl/node": str(n.id)}
         objects.append(job(f"{name}-node-{n.id}", labels, node_container(layout, n.id), "node",
@@ -335,5 +417,6 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["KEY_MODES", "KubeFiles", "KubeOptions", "NODE_PEAK_RSS_MIB", "VolumeSource",
-           "data_hint", "kube_manifests", "memory_mib", "write_kube"]
+__all__ = ["CODE_LIMIT", "KEY_MODES", "KubeFiles", "KubeOptions", "NODE_PEAK_RSS_MIB",
+           "VolumeSource", "code_configmap", "code_files", "data_hint", "kube_manifests",
+           "memory_mib", "write_kube"]

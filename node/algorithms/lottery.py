@@ -1,21 +1,27 @@
-"""lottery-dsgd: LotteryFL (Li et al. 2020) made decentralised.
+"""lottery-dsgd: LotteryFL (Li et al., "LotteryFL: Personalized and Communication-Efficient
+Federated Learning with Lottery Ticket Hypothesis on Non-IID Datasets", arXiv:2008.03371, 2020)
+made decentralised.
 
 Each node trains w_i ⊙ m_i by SGD (mask starts all ones, pruned entries stay 0) and prunes its
-way towards its own retention r_i, lottery-ticket style. Reading of the open choices:
+way towards its own retention r_i, lottery-ticket style. A round follows LotteryFL's client
+update (its Algorithm 1: evaluate the received model, maybe prune and reset, THEN train, then
+upload), with the neighbourhood average in place of the server's:
 
-- Accuracy test: the accuracy on the round's first training minibatch of the model the node
-  starts the round with (the one aggregated last round), measured in the same forward pass as
-  that step's gradient: free, and it is LotteryFL's "accuracy of the received model on local
-  data" with a 128-sample estimate instead of a held-out split.
-- Trigger: that accuracy > `acc_threshold` and some layer still keeps more than its target
-  K = keep_count(n, r_i). At most one pruning event per round.
-- Pruning, after the round's local SGD: per layer still above K, remove `prune_rate` (20%) of the
-  kept entries (at least one) with the smallest |w|, never going below K.
-- Lottery reset: every tensor (masked weights and biases) goes back to the shared initial model,
-  masked by the new mask; that reset ticket is what is sent this round.
-- Aggregation: each kept entry averaged over the nodes of Ñ_i whose mask keeps it (own included,
-  so an entry only this node keeps stays its own); biases plainly over Ñ_i; then re-masked.
-- Sent: the masked weights as a sparse payload (mask + kept values), biases dense.
+1. Accuracy test: the accuracy of the model the node starts the round with (the one aggregated
+   last round) on the round's first training minibatch, which is then also the first SGD step's
+   minibatch: LotteryFL's "accuracy of the received model on local data", with a 128-sample
+   estimate instead of a held-out split.
+2. Trigger: that accuracy > `acc_threshold` and some layer still keeps more than its target
+   K = keep_count(n, r_i). At most one pruning event per round.
+3. Pruning of the received model: per layer still above K, remove `prune_rate` (20%) of the kept
+   entries (at least one) with the smallest |w|, never going below K.
+4. Lottery reset: every tensor (masked weights and biases) goes back to the shared initial model,
+   masked by the new mask.
+5. Local training: `local_steps` SGD minibatches on the (possibly reset) ticket, pruned entries
+   kept at 0. The TRAINED ticket is what is sent this round (masked weights as a sparse payload,
+   mask + kept values, biases dense).
+6. Aggregation: each kept entry averaged over the nodes of Ñ_i whose mask keeps it (own included,
+   so an entry only this node keeps stays its own); biases plainly over Ñ_i; then re-masked.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import ClassVar
+
+import torch
 
 from mcepl.node.algorithms.base import NodeContext, register_algorithm
 from mcepl.node.algorithms.weights import (
@@ -87,14 +95,22 @@ class LotteryDSGD(SparseWeightAlgorithm):
         r = self.ctx.retention
         return any(int(m.sum()) > keep_count(m.numel(), r) for m in self.m.values())
 
+    def local_accuracy(self, idx: torch.Tensor) -> float:
+        """Accuracy of the current (received) model on the minibatch `idx`."""
+        ctx = self.ctx
+        xb, yb = ctx.shard.train_x[idx].to(ctx.device), ctx.shard.train_y[idx].to(ctx.device)
+        return float((self.predict(xb).argmax(dim=1) == yb).float().mean())
+
     def local_step(self, rnd: int) -> None:
-        self.train()
-        if self.first_acc > self.params.acc_threshold and self.above_target():
+        """Test the received model, maybe prune it and reset to the initial ticket, then train."""
+        idx = self.sampler.next()
+        if self.local_accuracy(idx) > self.params.acc_threshold and self.above_target():
             self.m, changed = lottery_prune(self.x, self.m, self.ctx.retention,
                                             self.params.prune_rate)
             if changed:
                 self.x = apply_masks({n: t.clone() for n, t in self.init.items()}, self.m)
                 self.prune_events += 1
+        self.train(first=idx)
 
     def incoming(self, rnd: int, phase: int, msgs: dict[int, Payload]) -> None:
         self.x = apply_masks(self.partial_average(self.received(msgs)), self.m)

@@ -261,12 +261,13 @@ class WeightAlgorithm(Algorithm):
     def project(self) -> None:
         """Constraint re-applied after every SGD step (none by default)."""
 
-    def train(self) -> Weights:
-        """`local_steps` SGD steps on fresh minibatches; returns the last step's gradients."""
+    def train(self, first: torch.Tensor | None = None) -> Weights:
+        """`local_steps` SGD steps on fresh minibatches (the first one `first` when given, an
+        index tensor already drawn from `self.sampler`); returns the last step's gradients."""
         p, ctx = self.params, self.ctx
         grads: Weights = {}
         for step in range(p.local_steps):
-            idx = self.sampler.next()
+            idx = first if step == 0 and first is not None else self.sampler.next()
             xb = ctx.shard.train_x[idx].to(ctx.device)
             yb = ctx.shard.train_y[idx].to(ctx.device)
             loss, acc, grads = loss_and_grads(ctx.model, self.x, xb, yb)
@@ -326,19 +327,24 @@ class SparseWeightAlgorithm(WeightAlgorithm):
         """Fixed-mask training: pruned entries stay 0."""
         self.x = apply_masks(self.x, self.m)
 
+    def sent_masks(self) -> Masks:
+        """The masks the sent model lives on (the current ones, unless a method changes its
+        mask between training and sending, as Dis-PFL does)."""
+        return self.m
+
     def outgoing(self, rnd: int, phase: int) -> dict[int, Payload]:
-        return self.broadcast(sparse_payload(self.x, self.m))
+        return self.broadcast(sparse_payload(self.x, self.sent_masks()))
 
     def check(self, rnd: int, phase: int, sender: int, payload: Payload) -> None:
         self.check_schedule(rnd, phase, sender)
         check_sparse(payload, self.x, self.layers)
 
     def received(self, msgs: dict[int, Payload]) -> list[tuple[Weights, Masks]]:
-        """(weights, masks) of every node of Ñ_i in id order, own model included."""
+        """(weights, masks) of every node of Ñ_i in id order, own model (as sent) included."""
         out = []
         for j in self.neighborhood():
             if j == self.ctx.node_id:
-                out.append((self.x, self.m))
+                out.append((self.x, self.sent_masks()))
             else:
                 out.append(decode_sparse(msgs[j], self.x, self.layers, self.ctx.device))
         return out

@@ -1,15 +1,19 @@
-"""Data layer: data set readers (numpy only), label-skew partitions and per-node shards."""
+"""Data layer: data set readers (numpy only), the decode cache, label-skew partitions and
+per-node shards."""
 
+from .cache import default_cache_dir, open_dataset, take_rows
 from .datasets import (
     KNOWN_DATASETS,
     Dataset,
     DatasetError,
     DatasetFormatError,
     DatasetNotFoundError,
+    LocatedDataset,
     candidate_dirs,
     load_cifar10,
     load_dataset,
     load_fashion_mnist,
+    locate_dataset,
     read_cifar_batch,
     read_idx,
     to_tensor,
@@ -23,7 +27,17 @@ from .partition import (
     partition_iid,
     read_label_assignment,
 )
-from .shard import PARTITIONS, Shard, build_shards, compute_partition, load_all_shards, load_shard
+from .shard import (
+    PARTITIONS,
+    Images,
+    Shard,
+    build_shards,
+    compute_partition,
+    load_all_shards,
+    load_shard,
+    normalize,
+)
+from .userdata import arrays_digest, load_user_dataset
 
 __all__ = [
     "KNOWN_DATASETS",
@@ -32,23 +46,32 @@ __all__ = [
     "DatasetError",
     "DatasetFormatError",
     "DatasetNotFoundError",
+    "Images",
+    "LocatedDataset",
     "NodeIndices",
     "Shard",
+    "arrays_digest",
     "assign_labels",
     "build_shards",
     "candidate_dirs",
     "carve_validation",
     "compute_partition",
+    "default_cache_dir",
     "load_all_shards",
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
     "load_shard",
+    "load_user_dataset",
+    "locate_dataset",
+    "normalize",
+    "open_dataset",
     "partition_by_labels",
     "partition_dirichlet",
     "partition_iid",
     "read_cifar_batch",
     "read_idx",
     "read_label_assignment",
+    "take_rows",
     "to_tensor",
 ]

@@ -33,7 +33,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from mcepl.registry import DATASETS
+from mcepl.userload import is_import_path
 
 __all__ = [
     "CIFAR10_MD5",
@@ -52,10 +53,14 @@ __all__ = [
     "DatasetNotFoundError",
     "FASHION_MNIST_MD5",
     "KNOWN_DATASETS",
+    "LocatedDataset",
     "candidate_dirs",
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
+    "locate_cifar10",
+    "locate_dataset",
+    "locate_fashion_mnist",
     "read_cifar_batch",
     "read_idx",
     "to_tensor",
@@ -118,7 +123,9 @@ class DatasetFormatError(DatasetError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A whole data set in memory as raw uint8 images (N, C, H, W) and int64 labels."""
+    """A whole data set in memory: inputs (N, C, H, W), raw uint8 images for the built-ins
+    (a user's loader may give float32, used as given), and int64 labels. `digest`: the user
+    data set's `userdata.arrays_digest` (None for the built-ins)."""
 
     name: str
     train_x: np.ndarray
@@ -126,7 +133,17 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class LocatedDataset:
+    """A data set's source files, found (and checked to exist) but not yet decoded."""
+
+    name: str
+    files: tuple[Path, ...]
+    decode: Callable[[], Dataset]
 
 
 def to_tensor(x: np.ndarray) -> torch.Tensor:
@@ -285,14 +302,15 @@ def _load_idx_set(files: dict[str, Path]) -> Dataset:
     return Dataset(name="fashion-mnist", num_classes=10, input_shape=(1, 28, 28), **arrays)
 
 
-def load_fashion_mnist(root: str | os.PathLike[str] | None = None,
-                       download: bool = True) -> Dataset:
-    """Fashion-MNIST from the first searched place that has all four IDX files."""
+def locate_fashion_mnist(root: str | os.PathLike[str] | None = None,
+                         download: bool = True) -> LocatedDataset:
+    """The four Fashion-MNIST IDX files of the first searched place that has them all
+    (downloading them into the cache directory if none has and ``download`` allows)."""
     looked = candidate_dirs("fashion-mnist", root)
     for d in looked:
         files = _find_idx_set(d)
         if files is not None:
-            return _load_idx_set(files)
+            return _located_idx_set(files)
     cache = _cache_dir("fashion-mnist")
     if not download:
         raise _not_found("fashion-mnist", looked, "Download disabled (download=False).")
@@ -306,7 +324,18 @@ def load_fashion_mnist(root: str | os.PathLike[str] | None = None,
                          f"Download from {FASHION_MNIST_URL} into {cache} failed: {exc}") from exc
     files = _find_idx_set(cache)
     assert files is not None
-    return _load_idx_set(files)
+    return _located_idx_set(files)
+
+
+def _located_idx_set(files: dict[str, Path]) -> LocatedDataset:
+    return LocatedDataset("fashion-mnist", tuple(files[k] for k in FASHION_MNIST_FILES),
+                          lambda: _load_idx_set(files))
+
+
+def load_fashion_mnist(root: str | os.PathLike[str] | None = None,
+                       download: bool = True) -> Dataset:
+    """Fashion-MNIST from the first searched place that has all four IDX files."""
+    return locate_fashion_mnist(root, download).decode()
 
 
 # --------------------------------------------------------------------------- CIFAR-10 pickles
@@ -484,8 +513,9 @@ def _extract_cifar_tar(path: Path, dest: Path) -> Path:
     return out
 
 
-def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
-    """CIFAR-10 from the first searched place holding the batches or the official tar.gz.
+def locate_cifar10(root: str | os.PathLike[str] | None = None,
+                   download: bool = True) -> LocatedDataset:
+    """The CIFAR-10 batches (or the official tar.gz) of the first searched place holding them.
 
     A tar.gz found in a searched place is read in memory; a downloaded one is verified, kept in
     ``~/.cache/mcepl/cifar10`` and extracted there so later loads read the batches directly.
@@ -494,7 +524,7 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
     for d in looked:
         found = _find_cifar(d)
         if found is not None:
-            return _load_cifar_tar(found) if found.is_file() else _load_cifar_dir(found)
+            return _located_cifar(found)
     cache = _cache_dir("cifar10")
     if not download:
         raise _not_found("cifar10", looked, "Download disabled (download=False).")
@@ -504,7 +534,19 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
     except (OSError, http.client.HTTPException, DatasetFormatError) as exc:
         raise _not_found("cifar10", looked,
                          f"Download from {CIFAR10_URL} into {cache} failed: {exc}") from exc
-    return _load_cifar_dir(batches)
+    return _located_cifar(batches)
+
+
+def _located_cifar(found: Path) -> LocatedDataset:
+    if found.is_file():
+        return LocatedDataset("cifar10", (found,), lambda: _load_cifar_tar(found))
+    return LocatedDataset("cifar10", tuple(found / n for n in _batch_names()),
+                          lambda: _load_cifar_dir(found))
+
+
+def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+    """CIFAR-10 from the first searched place holding the batches or the official tar.gz."""
+    return locate_cifar10(root, download).decode()
 
 
 # --------------------------------------------------------------------------- entry point
@@ -515,6 +557,20 @@ load_fashion_mnist.num_classes = 10  # type: ignore[attr-defined]
 load_cifar10.num_classes = 10  # type: ignore[attr-defined]
 DATASETS.add("fashion-mnist", load_fashion_mnist)
 DATASETS.add("cifar10", load_cifar10)
+_LOCATORS: dict[str, Callable[..., LocatedDataset]] = {
+    "fashion-mnist": locate_fashion_mnist,
+    "cifar10": locate_cifar10,
+}
+
+
+def locate_dataset(name: str, root: str | os.PathLike[str] | None = None,
+                   download: bool = True) -> LocatedDataset:
+    """Find (or download) a data set's files by name without decoding them."""
+    try:
+        locator = _LOCATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown data set {name!r}; known: {sorted(KNOWN_DATASETS)}") from None
+    return locator(root=root, download=download)
 
 
 def dataset_classes(name: str) -> int | None:
@@ -524,10 +580,17 @@ def dataset_classes(name: str) -> int | None:
 
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None,
-                 download: bool = True) -> Dataset:
-    """Load a data set by name ("fashion-mnist" or "cifar10") into memory as uint8 arrays."""
-    try:
-        loader = KNOWN_DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown data set {name!r}; known: {sorted(KNOWN_DATASETS)}") from None
-    return loader(root=root, download=download)
+                 download: bool = True, python_path: Sequence[str] = (),
+                 expected_digest: str | None = None) -> Dataset:
+    """Load a data set into memory: a built-in by name ("fashion-mnist", "cifar10") as uint8
+    arrays, or the user's ``package.module:loader`` (`userdata.load_user_dataset`: imported
+    with `python_path`, checked, refused if its digest is not `expected_digest`).
+
+    This decodes the files every time; nodes use :func:`mcepl.node.data.cache.open_dataset`,
+    which decodes once per machine into a shared cache.
+    """
+    if is_import_path(name):
+        from .userdata import load_user_dataset
+
+        return load_user_dataset(name, root, python_path, expected_digest)
+    return locate_dataset(name, root, download).decode()
