@@ -182,13 +182,15 @@ def test_a_client_that_never_reads_costs_the_producer_nothing() -> None:
     hub = EventHub([info(nodes=20, rounds=10**6)])
     stuck = [hub.subscribe() for _ in range(50)]  # subscribed, never polled
     t0 = time.perf_counter()
-    worst = 0.0
+    each = []
     for k in range(20_000):
         t1 = time.perf_counter()
         hub.add_record(0, rec(k // 20, k % 20))
-        worst = max(worst, time.perf_counter() - t1)
+        each.append(time.perf_counter() - t1)
     total = time.perf_counter() - t0
-    assert worst < 0.05 and total < 10, (worst, total)
+    # the 99th percentile, not the maximum: on a loaded machine one call can be preempted
+    p99 = sorted(each)[int(0.99 * len(each))]
+    assert p99 < 0.005 and total < 10, (p99, max(each), total)
     # a client holds a cursor, not a queue: it catches up in bounded updates
     upd = hub.poll(stuck[0])
     assert upd is not None and len(upd["runs"]["0"]["records"]) == hub.max_batch
