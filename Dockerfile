@@ -59,7 +59,8 @@ RUN PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 /opt/mcepl/bin/pip instal
     rm -rf /tmp/src && \
     useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin mcepl && \
     cd / && mcepl --help >/dev/null && mcepl node --help >/dev/null && \
-    mcepl collect --help >/dev/null && mcepl topology keys --help >/dev/null
+    mcepl collect --help >/dev/null && mcepl topology keys --help >/dev/null && \
+    rm -rf /tmp/matplotlib  # a root-owned cache dir here would be unwritable for the user
 USER mcepl
 WORKDIR /home/mcepl
 

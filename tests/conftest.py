@@ -30,7 +30,10 @@ import copy
 import dataclasses
 import gzip
 import os
+import shutil
 import struct
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,11 @@ import pytest
 import mcepl.node.plugins  # noqa: F401 - fills the registries the config validates against
 from mcepl.config import Config, config_from_dict
 from mcepl.node.data.cache import CACHE_ENV
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER_E2E = "test_docker_e2e.py"
+#: the background image build started at collection (see pytest_collection_modifyitems)
+DOCKER_PREP: pytest.StashKey[tuple[subprocess.Popen, Path]] = pytest.StashKey()
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 60
@@ -155,3 +163,59 @@ def tiny_cfg(tiny_data_dir: Path) -> Callable[..., Config]:
         return config_from_dict(d, source="<tiny_cfg>")
 
     return make
+
+
+# --------------------------------------------------------------------------- the Docker engine
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-engine tests (tests/test_docker_e2e.py) run last; when other tests come before
+    them, the engine is started and the image's layers built in the background meanwhile
+    (docker/warm-cache.sh: minutes of network and disk the first time), so one `pytest` does it
+    all. MCEPL_DOCKER_PREP=0 turns the background build off (the test then builds itself)."""
+    docker = [i for i in items if i.path.name == DOCKER_E2E]
+    if not docker:
+        return
+    items[:] = [i for i in items if i.path.name != DOCKER_E2E] + docker
+    if (len(items) == len(docker) or os.environ.get("MCEPL_DOCKER_PREP", "1") == "0"
+            or not hasattr(os, "geteuid") or os.geteuid() != 0
+            or shutil.which("docker") is None or shutil.which("bash") is None):
+        return
+    log = Path(tempfile.mkstemp(prefix="mcepl-docker-prep-", suffix=".log")[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["bash", str(REPO / "docker" / "warm-cache.sh")], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    config.stash[DOCKER_PREP] = (proc, log)
+
+
+def wait_docker_prep(config: pytest.Config, timeout: float = 1800) -> str | None:
+    """Wait for the background preparation, if one was started; its outcome in one line."""
+    started = config.stash.get(DOCKER_PREP, None)
+    if started is None:
+        return None
+    proc, log = started
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return f"docker preparation still running after {timeout:.0f} s; stopped it"
+    lines = log.read_text(errors="replace").splitlines()
+    return lines[-1] if rc == 0 and lines else f"docker preparation failed (exit {rc}): " + \
+        " | ".join(lines[-5:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A session that ends before the engine tests (-x, Ctrl-C) stops the background build."""
+    started = config.stash.get(DOCKER_PREP, None)
+    if started is not None:
+        _stop(started[0])

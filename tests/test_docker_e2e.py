@@ -101,7 +101,12 @@ def _compose_cmd() -> list[str] | None:
 
 
 @pytest.fixture(scope="session")
-def compose_cmd() -> list[str]:
+def compose_cmd(request: pytest.FixtureRequest) -> list[str]:
+    from conftest import wait_docker_prep  # the background build conftest.py started
+
+    prep = wait_docker_prep(request.config)
+    if prep is not None:
+        print(f"\n{prep}")
     reason = _engine_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -380,8 +385,9 @@ def test_results_holding_a_run_are_refused_and_every_node_ends(
     _, wall = p.up(_user_env(host_data), timeout=300)
     assert wall < 200, f"took {wall:.0f} s\n{p.logs()}"
     states = p.containers()
-    assert p.log("collector").splitlines() == [
-        "error: /results already holds a run (metrics.jsonl); choose another --out"]
+    col_log = p.log("collector")
+    assert col_log.splitlines() == [
+        "error: /results already holds a run (metrics.jsonl); choose another --out"], col_log
     assert states["collector"]["State"]["ExitCode"] == 2
     for i in range(NUM_NODES):
         assert states[f"node-{i}"]["State"]["ExitCode"] == 1, p.logs()

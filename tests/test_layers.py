@@ -15,9 +15,12 @@ naming the file, the line and the import. The checker is shown to fail on a synt
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,3 +150,16 @@ def test_checker_catches_an_upward_import(tmp_path: Path) -> None:
                    ("nodes/algos.py", 1, "mcepl.launcher")}, got
     assert "core/config.py:5: mcepl.config (layer 0) imports mcepl.node.algos (layer 3)" in \
         str(found[0])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["node", "--help"], ["collect", "--help"]])
+def test_commands_that_draw_nothing_import_no_plotting(argv: list[str]) -> None:
+    """A node process (and `mcepl --help`) never imports matplotlib: it costs start-up time and
+    memory per node, and in a container image built as root it once left a cache directory the
+    user could not write, so every node printed matplotlib's warning."""
+    code = ("import sys\nfrom mcepl.launcher import cli\ntry:\n"
+            f"    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print('PLOT' if 'matplotlib' in sys.modules else 'NOPLOT')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd="/")
+    assert out.stdout.strip().splitlines()[-1] == "NOPLOT", out.stdout[-500:] + out.stderr[-500:]

@@ -16,8 +16,15 @@ from pathlib import Path
 
 from .plan import ExperimentError, Options, Plan, build_plan, fingerprint, lr_text
 from .presets import PRESETS
-from .results import write_results
 from .runner import Scheduler, Terminated, install_sigterm
+
+
+def write_results(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """results.write_results, imported when used: matplotlib stays out of every other `mcepl`
+    command (a node process, `mcepl --help`)."""
+    from .results import write_results as write
+
+    return write(*args, **kwargs)
 
 __all__ = ["PRESETS", "ExperimentError", "Options", "Plan", "build_plan", "describe",
            "run_experiment"]
