@@ -239,11 +239,16 @@ class Collector:
             with self._lock:
                 doc["rejected"] = dict(self.rejected)
         tmp = self.path.with_name("collector.json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        tmp.replace(self.path.with_name("collector.json"))
-        self.sock.close()
-        self._stop_auth()
-        self.zctx.term()
+        try:
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+            tmp.replace(self.path.with_name("collector.json"))
+        except OSError as exc:  # the run directory removed or unwritable: say so, still close
+            log.warning("collector: could not write %s: %s", self.path.with_name(
+                "collector.json"), exc.strerror or exc)
+        finally:
+            self.sock.close()
+            self._stop_auth()
+            self.zctx.term()
 
     def _stop_auth(self) -> None:
         if self.auth is not None:

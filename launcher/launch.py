@@ -252,6 +252,10 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
         finally:
             unignore()
     wall = time.perf_counter() - t0
+    if not rd.metrics.exists():  # removed under the run: nothing more can be written there
+        raise LaunchError(f"the run directory {run_dir} (or its metrics.jsonl) was removed "
+                          f"during the run; nothing more was written"
+                          + (f" (first problem: {failure})" if failure else ""))
     extra = {"algorithm": cfg.algorithm.name, "wall_s": wall, "run_id": run_id,
              "model": cfg.model.name, "dataset": cfg.data.dataset, "status": failure or "ok",
              "secure": secure}

@@ -569,3 +569,19 @@ def test_a_node_waiting_for_a_stopped_neighbour_is_shown_and_costs_no_number(
         for k in ("test_acc", "train_loss", "density", "bytes_sent", "bytes_received",
                   "msgs_sent", "msgs_received"):
             assert r.get(k) == ref[(r["round"], r["node"])].get(k), (r["round"], r["node"], k)
+
+
+def test_collector_closes_when_its_run_directory_was_removed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run directory deleted under a running collector: close() says so in one line and
+    still releases its sockets (it used to end `mcepl launch` with a traceback)."""
+    import shutil
+
+    run = tmp_path / "run"
+    col = Collector(run, "run-z", 1)
+    shutil.rmtree(run)
+    with caplog.at_level("WARNING", logger="mcepl.collector"):
+        col.close()
+    assert col.sock.closed
+    assert any("could not write" in r.getMessage() and "collector.json" in r.getMessage()
+               for r in caplog.records), caplog.text
