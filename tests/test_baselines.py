@@ -480,7 +480,7 @@ def test_params_defaults_and_validation() -> None:
     for name, lr in lrs.items():
         p = ALGORITHMS[name].Params()
         assert (p.lr, p.batch_size, p.weight_decay, p.local_steps) == (lr, 128, 0.0, 1)
-    assert ALGORITHMS["dsgd-prox"].Params().mu == 0.01
+    assert ALGORITHMS["dsgd-prox"].Params().mu == 0.001  # the sweep's choice (README)
     assert ALGORITHMS["dispfl"].Params().anneal == 0.5
     for algo, key, val in [("dsgd", "mixing", "ring"), ("dispfl", "regrow", "magic"),
                            ("lottery-dsgd", "prune_rate", 1.5), ("fedavg", "lr", -1.0),
