@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcepl.config import dump_toml, load_config
+from mcepl.config import config_from_dict, dump_toml, load_config
 from mcepl.launcher.cli import main as mcepl_main
 from mcepl.node.transport import CurveConfig
 from mcepl.topology import generate, load_topology, save_topology
@@ -46,6 +46,13 @@ def test_checked_in_compose_is_what_the_command_generates(tmp_path: Path) -> Non
     assert load_config(tmp_path / "deploy" / "config.toml") == load_config(DEPLOY / "config.toml")
 
 
+def test_checked_in_config_is_the_main_jobs_defaults() -> None:
+    """deploy/config.toml is the default config (what `mcepl launch` runs) with only
+    data.download off: `docker compose up` is the main job, in containers. It went stale once
+    (an old default init), so compose gave other numbers than the launch it is compared with."""
+    assert load_config(DEPLOY / "config.toml") == config_from_dict({"data": {"download": False}})
+
+
 def test_checked_in_compose_matches_its_topology() -> None:
     topo = load_topology(DEPLOY / "topology.json")
     cfg = load_config(DEPLOY / "config.toml")
@@ -58,7 +65,7 @@ def test_checked_in_compose_matches_its_topology() -> None:
         assert n.public_key is None  # keys are made at `docker compose up`, never checked in
     assert not any("secret" in f.read_text().lower() for f in DEPLOY.iterdir())
 
-    doc = compose_dict(topo)
+    doc = compose_dict(topo, threads=cfg.run.threads_per_node)
     services = doc["services"]
     assert sorted(services) == sorted(["keys", "collector", *(f"node-{i}" for i in range(20))])
     keys = services["keys"]
@@ -92,6 +99,9 @@ def test_checked_in_compose_matches_its_topology() -> None:
                                   "--key", f"/run/mcepl-key/node-{n.id}.key_secret"]
         assert svc["depends_on"] == {"collector": {"condition": "service_started"}, **AFTER_KEYS}
         assert svc["environment"]["MCEPL_DATA"] == "/data"
+        # "auto" threads: each node's share of the host's cores, 20 nodes sharing them
+        assert svc["environment"]["MCEPL_LOCAL_NODES"] == "20"
+        assert "OMP_NUM_THREADS" not in svc["environment"]
         hint = svc["environment"]["MCEPL_DATA_HINT"]  # names the host directory and the variable
         assert "${MCEPL_DATA:-/usr/share/datasets/fashion-mnist}" in hint
         assert "set MCEPL_DATA to" in hint
