@@ -148,7 +148,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             # the launcher chooses the addresses unless a topology file fixes them
             auto = args.topology is None or args.transport is not None
             launch(cfg, topo, rd, quiet=args.quiet, secure=not args.insecure, auto_ports=auto,
-                   observer=observer, mask_snapshots=args.mask_snapshots)
+                   observer=observer, mask_snapshots=args.mask_snapshots, force=args.force)
     except (RunDirError, UserCodeError) as exc:
         status = f"failed: {exc}"
         return _error(exc)
@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(final), or not at all (off); `mcepl report` draws them")
     p.add_argument("--secure", action="store_true",
                    help="the default (kept for old scripts): CURVE keys for the run")
+    p.add_argument("--force", action="store_true",
+                   help="start the nodes even when their estimated memory exceeds what is free "
+                        "(by default such a launch is refused, naming the largest node count "
+                        "that fits)")
     _add_dashboard_flags(p)
     p.set_defaults(func=cmd_launch)
 

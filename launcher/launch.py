@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcepl.config import Config
+from mcepl.launcher import memory
 from mcepl.launcher.collector import Collector, CollectorKeys, Observer
 from mcepl.launcher.ports import PortError, Reservation, reserve
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
 from mcepl.launcher.rundir import RunDir, RunDirError
-from mcepl.node.data import DatasetError
+from mcepl.node.data import DatasetError, Shard
 from mcepl.node.factory import build_shared_model, default_run_id, load_data, shard_of
 from mcepl.node.lifecycle import Stopped, ignore_signals, stop_on_signals
 from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
@@ -105,26 +106,49 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
 
 
 def preflight(cfg: Config, topo: Topology) -> str | None:
+    return _preflight(cfg, topo)[0]
+
+
+def _preflight(cfg: Config, topo: Topology) -> tuple[str | None, Shard]:
     """Load the data set, cut node 0's shard and build the shared model once, before starting
     N nodes: a missing data file is one clear error instead of N failing processes racing to
     download it, and the user's own model or data set (import paths) is imported and checked
     here, raising `UserCodeError` (exit 2) before any node process exists.
 
     Returns the user data set's digest (None for a built-in one), which every node is given
-    (``--data-digest``) and checks its own loader's arrays against."""
+    (``--data-digest``) and checks its own loader's arrays against; `_preflight` also node 0's
+    shard (the memory estimate's data figure)."""
     try:
         ds = load_data(cfg)
-        build_shared_model(cfg, shard_of(ds, cfg, topo, 0))
+        shard = shard_of(ds, cfg, topo, 0)
+        build_shared_model(cfg, shard)
     except UserCodeError:
         raise
     except (DatasetError, ValueError, OSError) as exc:
         raise LaunchError(" ".join(str(exc).split())) from None
-    return ds.digest
+    return ds.digest, shard
+
+
+def check_memory(cfg: Config, topo: Topology, shard: Shard, *, force: bool = False,
+                 quiet: bool = False) -> None:
+    """Refuse (LaunchError, one line) when the nodes' estimated memory exceeds what is free,
+    unless `force`; see launcher/memory.py."""
+    est = memory.estimate(cfg, topo, shard)
+    try:
+        refusal = memory.check(est)
+    except ValueError as exc:  # a bad MCEPL_MEMORY_AVAILABLE
+        raise LaunchError(str(exc)) from None
+    if refusal is not None and not force:
+        raise LaunchError(refusal)
+    if refusal is not None and not quiet:
+        print(f"warning: {refusal.replace('; --force starts them anyway', '')}; starting "
+              "them (--force)", file=sys.stderr)
 
 
 def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool = False,
            run_id: str | None = None, secure: bool = True, auto_ports: bool = False,
-           observer: Observer | None = None, mask_snapshots: str = "eval") -> LaunchResult:
+           observer: Observer | None = None, mask_snapshots: str = "eval",
+           force: bool = False) -> LaunchResult:
     """Run the whole network locally; returns the summary, raises LaunchError on a node failure
     (LaunchInterrupted on Ctrl-C, SIGTERM or SIGHUP, after writing the summary), and
     UserCodeError before any node starts (the run directory given back) when the user's model or
@@ -137,7 +161,9 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
     topology's addresses are reserved as they are. ``run_dir`` may be a RunDir already claimed.
     ``observer`` (e.g. the dashboard) gets what the collector gets, and ("failed", i,
     {"reason"}) when node i's process ends with an error. ``mask_snapshots``: when mask
-    methods' nodes write their masks into ``run_dir/masks`` ("eval", "final" or "off")."""
+    methods' nodes write their masks into ``run_dir/masks`` ("eval", "final" or "off"). Before
+    anything starts the nodes' memory is estimated (launcher/memory.py): more than is free is
+    refused unless ``force``."""
     if topo.secure and not secure:
         raise LaunchError("--insecure, but the topology has CURVE public keys: remove them, or "
                           "launch securely (fresh keys are made for the run)")
@@ -152,11 +178,13 @@ def launch(cfg: Config, topo: Topology, run_dir: Path | RunDir, *, quiet: bool =
         raise LaunchError(str(exc)) from None
     with reservation:
         return _launch(cfg, reservation.topology, rd, reservation, quiet=quiet, run_id=run_id,
-                       secure=secure, observer=observer, mask_snapshots=mask_snapshots)
+                       secure=secure, observer=observer, mask_snapshots=mask_snapshots,
+                       force=force)
 
 
 def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure: bool,
-             observer: Observer | None) -> tuple[Topology, str, Collector, str | None]:
+             observer: Observer | None, force: bool = False,
+             quiet: bool = True) -> tuple[Topology, str, Collector, str | None]:
     """Keys, topology.json, the data and model check and the collector: everything before the
     first node starts (and the user data set's digest). On a failure here the run directory is
     given back (`RunDir.abandon`)."""
@@ -168,7 +196,8 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
         except (TopologyError, RunDirError) as exc:
             raise LaunchError(str(exc)) from None
         run_id = run_id or default_run_id(cfg, topo)
-        data_digest = preflight(cfg, topo)
+        data_digest, shard = _preflight(cfg, topo)
+        check_memory(cfg, topo, shard, force=force, quiet=quiet)
         keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys,
                                                                            COLLECTOR)[1]))
                 if secure else None)
@@ -184,9 +213,10 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
 
 def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *, quiet: bool,
             run_id: str | None, secure: bool, observer: Observer | None,
-            mask_snapshots: str = "eval") -> LaunchResult:
+            mask_snapshots: str = "eval", force: bool = False) -> LaunchResult:
     run_dir = rd.path
-    topo, run_id, collector, data_digest = _prepare(cfg, topo, rd, run_id, secure, observer)
+    topo, run_id, collector, data_digest = _prepare(cfg, topo, rd, run_id, secure, observer,
+                                                    force, quiet)
     threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
            LOCAL_NODES_ENV: str(topo.num_nodes)}
