@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcepl.config import Config
-from mcepl.launcher import memory
+from mcepl.launcher import forkserver, memory
 from mcepl.launcher.collector import Collector, CollectorKeys, Observer
+from mcepl.launcher.forkserver import ForkServer, ForkServerError
 from mcepl.launcher.ports import PortError, Reservation, reserve
 from mcepl.launcher.progress import Progress
 from mcepl.launcher.report import format_summary, write_report
@@ -92,7 +93,7 @@ def exit_description(i: int, code: int) -> str:
     return f"node {i} failed (exit {code})"
 
 
-def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
+def _stop(procs: list[subprocess.Popen | forkserver.ForkedProcess], grace_s: float = 5.0) -> None:
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -103,6 +104,23 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _fork_server(cfg: Config, quiet: bool, run_dir: Path) -> ForkServer | None:
+    """The fork server that starts this run's nodes (launcher/forkserver.py), or None to spawn
+    them (GPU devices, not Linux, MCEPL_NODE_START=spawn, or the server failed to start)."""
+    try:
+        if not forkserver.wanted(cfg.run.device):
+            return None
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    try:
+        return ForkServer(label=str(run_dir))
+    except ForkServerError as exc:
+        if not quiet:
+            print(f"warning: {exc}; starting each node as its own interpreter instead",
+                  file=sys.stderr)
+        return None
 
 
 def preflight(cfg: Config, topo: Topology) -> str | None:
@@ -220,25 +238,37 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
     threads = resolve_threads(cfg.run.threads_per_node, topo.num_nodes)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
            LOCAL_NODES_ENV: str(topo.num_nodes)}
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen | forkserver.ForkedProcess] = []
     logs = []
     t0 = time.perf_counter()
     progress = Progress(cfg.run.rounds, topo.num_nodes, enabled=not quiet)
     failure: str | None = None
     interrupted: int | None = None
     restore = stop_on_signals()
+    server: ForkServer | None = None
     try:
+        server = _fork_server(cfg, quiet, run_dir)
         for n in topo.nodes:
             log = open(rd.node_log(n.id), "w")  # noqa: SIM115
             logs.append(log)
             key = key_paths(rd.keys, n.id)[1] if secure else None
             fd = reservation.fd(n.id)
-            procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address, run_id,
-                                                       key, fd, mask_snapshots, data_digest),
-                                          stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True,
-                                          pass_fds=(fd,) if fd is not None else ()))
+            if server is not None:
+                argv = node_command(n.id, run_dir, collector.address, run_id, key,
+                                    mask_snapshots=mask_snapshots, data_digest=data_digest)[3:]
+                procs.append(server.start(argv, env, log.fileno(), fd,
+                                          f"{forkserver.NODE_NAME} {n.id}"))
+            else:
+                procs.append(subprocess.Popen(node_command(n.id, run_dir, collector.address,
+                                                           run_id, key, fd, mask_snapshots,
+                                                           data_digest),
+                                              stdout=log, stderr=subprocess.STDOUT, env=env,
+                                              start_new_session=True,
+                                              pass_fds=(fd,) if fd is not None else ()))
             reservation.handed_over(n.id)
+        if server is not None:
+            server.close()
+            server = None
         with progress:
             while True:
                 collector.poll(200)
@@ -270,10 +300,14 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
     except KeyboardInterrupt:
         interrupted = signal.SIGINT
         failure = "interrupted (Ctrl-C); metrics received so far are in metrics.jsonl"
+    except ForkServerError as exc:
+        failure = f"could not start node {len(procs)}: {exc}"
     finally:
         restore()
         unignore = ignore_signals()  # a second Ctrl-C or SIGTERM must not cut this short
         try:
+            if server is not None:
+                server.close()
             _stop(procs)
             collector.poll(100)
             collector.close()
