@@ -23,7 +23,8 @@ from pathlib import Path
 
 
 def node_pids() -> dict[int, int]:
-    """{pid: node id} of every `mcepl node` process (any launcher) on this machine."""
+    """{pid: node id} of every `mcepl node` process (any launcher) on this machine, spawned or
+    forked."""
     out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -33,6 +34,13 @@ def node_pids() -> dict[int, int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv if a]
+        try:  # forked by the launcher's fork server: named "mcepl-node N"
+            comm = (d / "comm").read_text().split()
+        except OSError:
+            continue
+        if len(comm) == 2 and comm[0] == "mcepl-node" and comm[1].isdigit():
+            out[int(d.name)] = int(comm[1])
+            continue
         if "--id" in args and "--topology" in args and any("node" in a for a in args[:4]):
             try:
                 out[int(d.name)] = int(args[args.index("--id") + 1])

@@ -150,9 +150,12 @@ class MemorySampler(threading.Thread):
     """Polls /proc every `period` s for processes whose command line holds all of `needles`:
     peak RSS (VmHWM) per process, and the highest summed RSS and PSS seen at one time."""
 
-    def __init__(self, needles: list[str], period: float = 0.5) -> None:
+    def __init__(self, needles: list[str], period: float = 0.5, forked: str | None = None) -> None:
         super().__init__(daemon=True)
         self.needles = [n.encode() for n in needles]
+        # nodes forked by the launcher's fork server: named "mcepl-node N", the server's
+        # command line (which names the run directory `forked`)
+        self.forked = forked.encode() if forked else None
         self.period = period
         self.hwm: dict[int, int] = {}
         self.max_sum_rss = self.max_sum_pss = 0
@@ -164,7 +167,9 @@ class MemorySampler(threading.Thread):
             for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if not all(n in cmd for n in self.needles):
+                    if not all(n in cmd for n in self.needles) and not (
+                            self.forked and self.forked in cmd and Path(
+                                f"/proc/{pid}/comm").read_text().startswith("mcepl-node")):
                         continue
                     status = dict(line.split(":", 1) for line in
                                   Path(f"/proc/{pid}/status").read_text().splitlines())
@@ -192,26 +197,32 @@ def round_seconds(records: list[dict], rounds: int) -> list[float]:
     return [done[k] - done[k - 1] for k in range(1, rounds)]
 
 
-def run_mcepl(args: argparse.Namespace, run_dir: Path, *extra: str) -> tuple[dict, float]:
+def run_mcepl(args: argparse.Namespace, run_dir: Path, *extra: str,
+              env: dict[str, str] | None = None, rounds: int | None = None) -> tuple[dict, float]:
     cmd = [*mcepl_command(), "launch", "--config", str(args.out / "config.toml"),
            "--topology", str(args.out / "topology.json"), "--out", str(run_dir), "--quiet",
            *extra]
-    sampler = MemorySampler(["launch", str(run_dir)] if extra else ["mcepl.node.main",
-                                                                     str(run_dir)])
+    inproc = "--inprocess" in extra
+    sampler = MemorySampler(["launch", str(run_dir)] if inproc else ["mcepl.node.main",
+                                                                      str(run_dir)],
+                            forked=None if inproc else str(run_dir))
     sampler.start()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    t_start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     records = read_records(run_dir)
-    times = round_seconds(records, args.rounds)
-    last = [r["eval_s"] for r in records if r["round"] == args.rounds and "eval_s" in r]
+    rounds = rounds or args.rounds
+    times = round_seconds(records, rounds)
+    last = [r["eval_s"] for r in records if r["round"] == rounds and "eval_s" in r]
     first = [r["eval_s"] for r in records if r["round"] == 0 and "eval_s" in r]
+    nodes = len({r["node"] for r in records})
     return {
-        "images_per_s": args.nodes * BATCH / statistics.median(times),
+        "images_per_s": nodes * BATCH / statistics.median(times),
         "round_s": times,
         "processes": len(sampler.hwm),
         "sum_peak_rss_gb": sum(sampler.hwm.values()) / 1e9,
@@ -221,6 +232,7 @@ def run_mcepl(args: argparse.Namespace, run_dir: Path, *extra: str) -> tuple[dic
         "eval_last_s": max(last, default=float("nan")),
         "eval_round0_s": max(first, default=float("nan")),
         "wall_s": wall,
+        "round0_done_s": max(r["t_end"] for r in records if r["round"] == 0) - t_start,
         "records": {(r["round"], r["node"]): r for r in records},
     }, wall
 
@@ -234,15 +246,17 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=10_000)
     ap.add_argument("--floor-steps", type=int, default=8, help="timed steps per LRN in (a)")
     ap.add_argument("--eval-nodes", type=int, default=4, help="nodes in the old/new eval (d)")
-    ap.add_argument("--parts", default="abcd",
-                    help="which of (a) (b) (c) (d) to run, e.g. 'b' or 'ad' (default: all)")
+    ap.add_argument("--parts", default="sabcd",
+                    help="which of (s) (a) (b) (c) (d) to run, e.g. 'b' or 'ad' (default: all)")
+    ap.add_argument("--start-nodes", type=int, default=40,
+                    help="small-CNN nodes in the start-up comparison (s)")
     ap.add_argument("--out", type=Path, default=Path("runs/throughput"))
     ap.add_argument("--timeout", type=float, default=7200, help="per step, seconds")
     args = ap.parse_args()
     if args.rounds < 3:
         ap.error("--rounds must be >= 3 (rounds 0 and R evaluate)")
     out: Path = args.out
-    for sub in ("networked", "inprocess"):
+    for sub in ("networked", "inprocess", "startup-spawn", "startup-fork"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,11 +284,25 @@ def main() -> None:
     subprocess.run([*mcepl_command(), "topology", "generate", "--kind", "er", "--nodes",
                     str(args.nodes), "--p", "0.5", "--seed", "0", "-o",
                     str(out / "topology.json")], check=True, capture_output=True)
-    res: dict = {"nodes": args.nodes, "rounds": args.rounds, "cores": cores, "batch": BATCH}
+    if "s" in args.parts:
+        subprocess.run([*mcepl_command(), "topology", "generate", "--kind", "er", "--nodes",
+                        str(args.start_nodes), "--p", "0.5", "--seed", "0", "-o",
+                        str(out / "topology-start.json")], check=True, capture_output=True)
+    res: dict = {"nodes": args.nodes, "rounds": args.rounds, "cores": cores, "batch": BATCH,
+                 "start_nodes": args.start_nodes}
 
     print("node process before data ...", flush=True)
     res["process_mb"] = {m: run_json(PROCESS_COST, m, s) for m, s in
                          (("small-cnn", "[1, 28, 28]"), ("alexnet", "[3, 32, 32]"))}
+    if "s" in args.parts:
+        res["startup"] = {}
+        for how in ("spawn", "fork"):
+            print(f"(s) start-up: {args.start_nodes} small-CNN nodes, {how} ...", flush=True)
+            r, _ = run_mcepl(args, out / f"startup-{how}", "--model", "small-cnn",
+                             "--rounds", "2", "--eval-every", "2",
+                             "--topology", str(out / "topology-start.json"),
+                             env={**os.environ, "MCEPL_NODE_START": how}, rounds=2)
+            res["startup"][how] = {k: v for k, v in r.items() if k != "records"}
     if "a" in args.parts:
         print("(a) compute floor ...", flush=True)
         res["floor"] = run_json(FLOOR, str(cores), str(args.floor_steps))
@@ -337,6 +365,18 @@ def print_table(res: dict) -> None:
                  (f"(d) eval of {ev['nodes']} nodes, one thread, new (batch {ev['batch']})",
                   f"{ev['new_s']:.1f} s",
                   f"{ev['old_s'] / ev['new_s']:.2f}x faster, same accuracy: {ev['same_accuracy']}")]
+    st = res.get("startup")
+    if st:
+        n = res["start_nodes"]
+        for how in ("spawn", "fork"):
+            d = st[how]
+            rows.append((f"(s) {n} small-CNN nodes started by {how}: to the end of round 0",
+                         f"{d['round0_done_s']:.1f} s",
+                         f"summed PSS at its highest {d['max_sum_pss_gb']:.2f} GB, peak RSS "
+                         f"{d['sum_peak_rss_gb']:.2f} GB"))
+        f, s = st["fork"], st["spawn"]
+        rows.append(("(s) fork / spawn", f"{f['round0_done_s'] / s['round0_done_s']:.2f}x time",
+                     f"{f['max_sum_pss_gb'] / s['max_sum_pss_gb']:.2f}x PSS"))
     for m, d in res["process_mb"].items():
         rows.append((f"node process before data ({m})", f"{d['model']['VmRSS']} MB RSS",
                      f"anon {d['model']['RssAnon']} MB, torch import {d['torch']['VmRSS']} MB"))

@@ -151,7 +151,11 @@ def check_memory(cfg: Config, topo: Topology, shard: Shard, *, force: bool = Fal
                  quiet: bool = False) -> None:
     """Refuse (LaunchError, one line) when the nodes' estimated memory exceeds what is free,
     unless `force`; see launcher/memory.py."""
-    est = memory.estimate(cfg, topo, shard)
+    try:
+        forked = forkserver.wanted(cfg.run.device)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    est = memory.estimate(cfg, topo, shard, forked=forked)
     try:
         refusal = memory.check(est)
     except ValueError as exc:  # a bad MCEPL_MEMORY_AVAILABLE

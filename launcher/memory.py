@@ -32,14 +32,18 @@ from mcepl.topology import Topology
 AVAILABLE_ENV = "MCEPL_MEMORY_AVAILABLE"
 MiB = 1 << 20
 BASE_BYTES = 150 * MiB
-"""A node process's private memory before its data and model state: 142-148 MiB anonymous after
-importing torch and mcepl (of 218-241 MiB RSS, the rest torch's shared library pages), plus
-ZeroMQ's threads and buffers."""
+"""A spawned node process's private memory before its data and model state: 142-148 MiB
+anonymous after importing torch and mcepl (of 218-241 MiB RSS, the rest torch's shared library
+pages), plus ZeroMQ's threads and buffers."""
+FORKED_BASE_BYTES = 20 * MiB
+"""The same for a node forked from the launcher's fork server (launcher/forkserver.py): the
+imported pages stay shared; what a node writes of them, its allocator and ZeroMQ are its own
+(100 forked small-CNN nodes measured 48 MiB each in all, against 185 MiB spawned)."""
 PARAM_COPIES = 8
 """float32 copies per parameter held by a node at its peak (calibrated on MCE-PL, AlexNet)."""
-LAUNCHER_BYTES = 400 * MiB
-"""The shared library pages (~100 MiB, once) and the launcher process (torch imported for the
-data check, the collector, progress)."""
+LAUNCHER_BYTES = 500 * MiB
+"""The shared library pages (~100 MiB, once), the launcher process (torch imported for the data
+check, the collector, progress) and the fork server."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ def _algorithm_params(cfg: Config) -> object:
     return cfg.algorithm.params if cfg.algorithm.params is not None else cls.Params()
 
 
-def estimate(cfg: Config, topo: Topology, shard: Shard) -> Estimate:
+def estimate(cfg: Config, topo: Topology, shard: Shard, forked: bool = False) -> Estimate:
     """Peak memory of the run's node processes on this machine, from the model (built once
-    here, as every node builds it), the batch sizes and one node's shard (`shard`)."""
+    here, as every node builds it), the batch sizes and one node's shard (`shard`); `forked`:
+    the nodes are forked from the fork server rather than spawned."""
     from mcepl.node.batching import activation_bytes_per_sample, micro_batch_size
     from mcepl.node.evaluation import eval_batch_size
     from mcepl.node.models import build_model
@@ -84,7 +89,7 @@ def estimate(cfg: Config, topo: Topology, shard: Shard) -> Estimate:
     ev = eval_batch_size(cfg.run.eval_batch_size, device, act)
     on_host = device == "cpu"  # on a GPU model state and activations live in its memory
     parts = {
-        "base": BASE_BYTES,
+        "base": FORKED_BASE_BYTES if forked else BASE_BYTES,
         "model": PARAM_COPIES * 4 * params if on_host else 4 * params,
         "training": 3 * piece * act if on_host else 0,
         "evaluation": ev * act if on_host else 0,

@@ -24,6 +24,8 @@ def test_estimate_is_model_and_data_aware(tiny_cfg) -> None:
     assert big.parts["model"] > 10 * small.parts["model"]  # AlexNet: ~1.2 M parameters
     assert small.parts["data"] == node_shard(cfg, topo, 0).nbytes
     assert small.total == memory.LAUNCHER_BYTES + 4 * small.per_node
+    forked = memory.estimate(cfg, topo, node_shard(cfg, topo, 0), forked=True)
+    assert small.per_node - forked.per_node == memory.BASE_BYTES - memory.FORKED_BASE_BYTES
 
 
 def test_refusal_is_one_line_with_the_largest_count_that_fits(
@@ -64,11 +66,11 @@ def test_cgroup_limit_narrows_what_is_free(tmp_path: Path) -> None:
 
 def test_launch_refused_then_forced(tmp_path: Path, tiny_cfg, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """A machine with (pretended) 600 MiB free: 3 nodes are refused before anything starts, the
+    """A machine with (pretended) 300 MiB free: 3 nodes are refused before anything starts, the
     same --out is usable again, and --force runs them."""
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(dump_toml(tiny_cfg({"run": {"rounds": 1, "eval_every": 1}})))
-    monkeypatch.setenv(memory.AVAILABLE_ENV, "600M")
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "300M")
     out = tmp_path / "run"
     args = ["launch", "--config", str(cfg_path), "--nodes", "3", "--out", str(out), "--quiet",
             "--insecure"]
@@ -76,8 +78,8 @@ def test_launch_refused_then_forced(tmp_path: Path, tiny_cfg, monkeypatch: pytes
     err = capsys.readouterr().err.strip().splitlines()
     line = [ln for ln in err if ln.startswith("error:")]
     assert len(line) == 1 and "not enough memory for 3 nodes" in line[0], err
-    assert "MiB per node" in line[0] and "600M" not in line[0] and "0.6 GB free" in line[0]
-    assert "at most 0 nodes fit" in line[0] or "at most 1 node fit" in line[0]
+    assert "MiB per node" in line[0] and "300M" not in line[0] and "0.3 GB free" in line[0]
+    assert "at most 0 nodes fit" in line[0]
     assert main([*args, "--force"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["nodes"] == 3
