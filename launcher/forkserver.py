@@ -71,6 +71,11 @@ def wanted(device: str) -> bool:
     return how == "fork" and sys.platform.startswith("linux") and device == "cpu"
 
 
+def release() -> None:
+    """Stop being a child subreaper (after a launch whose nodes are all reaped)."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
 class ForkedProcess:
     """A node forked by the server and re-parented to us: the parts of Popen the launcher uses."""
 

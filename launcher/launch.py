@@ -117,6 +117,7 @@ def _fork_server(cfg: Config, quiet: bool, run_dir: Path) -> ForkServer | None:
     try:
         return ForkServer(label=str(run_dir))
     except ForkServerError as exc:
+        forkserver.release()
         if not quiet:
             print(f"warning: {exc}; starting each node as its own interpreter instead",
                   file=sys.stderr)
@@ -313,6 +314,8 @@ def _launch(cfg: Config, topo: Topology, rd: RunDir, reservation: Reservation, *
             if server is not None:
                 server.close()
             _stop(procs)
+            if any(isinstance(p, forkserver.ForkedProcess) for p in procs):
+                forkserver.release()
             collector.poll(100)
             collector.close()
             for log in logs:
