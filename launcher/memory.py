@@ -7,7 +7,7 @@ speed"):
     base          Python + torch + mcepl + ZeroMQ, before any data: BASE_BYTES
     model state   PARAM_COPIES float32 copies of every parameter (the shared weights, scores,
                   their gradient, the aggregation tensors, scratch buffers, the masks)
-    training      the layer outputs of one forward/backward piece (micro-batch), three times
+    training      the layer outputs of one forward/backward piece (micro-batch), four times
                   (outputs, their gradients, the allocator's slack)
     evaluation    the layer outputs of one evaluation batch
     data          the node's own shard, as stored (uint8)
@@ -39,8 +39,10 @@ FORKED_BASE_BYTES = 20 * MiB
 """The same for a node forked from the launcher's fork server (launcher/forkserver.py): the
 imported pages stay shared; what a node writes of them, its allocator and ZeroMQ are its own
 (100 forked small-CNN nodes measured 48 MiB each in all, against 185 MiB spawned)."""
-PARAM_COPIES = 8
-"""float32 copies per parameter held by a node at its peak (calibrated on MCE-PL, AlexNet)."""
+PARAM_COPIES = 12
+"""float32 copies per parameter held by a node at its peak: weights, scores, their gradients
+(per micro-batch and summed), aggregation tensors, scratch buffers, masks (calibrated on MCE-PL
+with AlexNet: 20 forked nodes measured 137 MiB each)."""
 LAUNCHER_BYTES = 500 * MiB
 """The shared library pages (~100 MiB, once), the launcher process (torch imported for the data
 check, the collector, progress) and the fork server."""
@@ -91,7 +93,7 @@ def estimate(cfg: Config, topo: Topology, shard: Shard, forked: bool = False) ->
     parts = {
         "base": FORKED_BASE_BYTES if forked else BASE_BYTES,
         "model": PARAM_COPIES * 4 * params if on_host else 4 * params,
-        "training": 3 * piece * act if on_host else 0,
+        "training": 4 * piece * act if on_host else 0,
         "evaluation": ev * act if on_host else 0,
         "data": shard.nbytes,
     }
