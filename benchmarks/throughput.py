@@ -7,6 +7,9 @@ by side in one invocation so that machine noise hits every figure alike.
 It writes synthetic CIFAR-10-format batch files (random class templates plus noise, the official
 pickle layout, read by the normal loader and its decode cache) and then measures:
 
+  (s) start-up: `mcepl launch` of --start-nodes small-CNN nodes (2 rounds) with every node
+      spawned as its own interpreter (MCEPL_NODE_START=spawn), then forked from the launcher's
+      fork server (the default): seconds until the last node ended round 0, summed PSS and RSS;
   (a) the compute floor: plain forward + backward of this project's AlexNet on batches of 128, in
       one process using every usable core, images/s, with PyTorch's LocalResponseNorm and with
       the project's fast one (alternating, median step time);
