@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcepl.config import Config
 from mcepl.launcher import forkserver, memory
@@ -34,6 +35,9 @@ from mcepl.node.threads import LOCAL_NODES_ENV, resolve_threads
 from mcepl.topology import Topology, TopologyError
 from mcepl.topology.keys import COLLECTOR, generate_keys, key_paths, load_secret_key
 from mcepl.userload import UserCodeError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class LaunchError(RuntimeError):
@@ -128,7 +132,7 @@ def preflight(cfg: Config, topo: Topology) -> str | None:
     return _preflight(cfg, topo)[0]
 
 
-def _preflight(cfg: Config, topo: Topology) -> tuple[str | None, Shard]:
+def _preflight(cfg: Config, topo: Topology) -> tuple[str | None, Shard, nn.Module]:
     """Load the data set, cut node 0's shard and build the shared model once, before starting
     N nodes: a missing data file is one clear error instead of N failing processes racing to
     download it, and the user's own model or data set (import paths) is imported and checked
@@ -136,27 +140,27 @@ def _preflight(cfg: Config, topo: Topology) -> tuple[str | None, Shard]:
 
     Returns the user data set's digest (None for a built-in one), which every node is given
     (``--data-digest``) and checks its own loader's arrays against; `_preflight` also node 0's
-    shard (the memory estimate's data figure)."""
+    shard and the shared network (the memory estimate's figures)."""
     try:
         ds = load_data(cfg)
         shard = shard_of(ds, cfg, topo, 0)
-        build_shared_model(cfg, shard)
+        model = build_shared_model(cfg, shard)
     except UserCodeError:
         raise
     except (DatasetError, ValueError, OSError) as exc:
         raise LaunchError(" ".join(str(exc).split())) from None
-    return ds.digest, shard
+    return ds.digest, shard, model.module
 
 
-def check_memory(cfg: Config, topo: Topology, shard: Shard, *, force: bool = False,
-                 quiet: bool = False) -> None:
+def check_memory(cfg: Config, topo: Topology, shard: Shard, module: nn.Module | None = None,
+                 *, force: bool = False, quiet: bool = False) -> None:
     """Refuse (LaunchError, one line) when the nodes' estimated memory exceeds what is free,
     unless `force`; see launcher/memory.py."""
     try:
         forked = forkserver.wanted(cfg.run.device)
     except ValueError as exc:
         raise LaunchError(str(exc)) from None
-    est = memory.estimate(cfg, topo, shard, forked=forked)
+    est = memory.estimate(cfg, topo, shard, forked=forked, module=module)
     try:
         refusal = memory.check(est)
     except ValueError as exc:  # a bad MCEPL_MEMORY_AVAILABLE
@@ -219,8 +223,8 @@ def _prepare(cfg: Config, topo: Topology, rd: RunDir, run_id: str | None, secure
         except (TopologyError, RunDirError) as exc:
             raise LaunchError(str(exc)) from None
         run_id = run_id or default_run_id(cfg, topo)
-        data_digest, shard = _preflight(cfg, topo)
-        check_memory(cfg, topo, shard, force=force, quiet=quiet)
+        data_digest, shard, module = _preflight(cfg, topo)
+        check_memory(cfg, topo, shard, module, force=force, quiet=quiet)
         keys = (CollectorKeys.for_topology(topo, load_secret_key(key_paths(rd.keys,
                                                                            COLLECTOR)[1]))
                 if secure else None)

@@ -24,10 +24,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcepl.config import Config
 from mcepl.node.data import Shard
 from mcepl.topology import Topology
+
+if TYPE_CHECKING:
+    from torch import nn
 
 AVAILABLE_ENV = "MCEPL_MEMORY_AVAILABLE"
 MiB = 1 << 20
@@ -71,17 +75,18 @@ def _algorithm_params(cfg: Config) -> object:
     return cfg.algorithm.params if cfg.algorithm.params is not None else cls.Params()
 
 
-def estimate(cfg: Config, topo: Topology, shard: Shard, forked: bool = False) -> Estimate:
-    """Peak memory of the run's node processes on this machine, from the model (built once
-    here, as every node builds it), the batch sizes and one node's shard (`shard`); `forked`:
-    the nodes are forked from the fork server rather than spawned."""
+def estimate(cfg: Config, topo: Topology, shard: Shard, forked: bool = False,
+             module: nn.Module | None = None) -> Estimate:
+    """Peak memory of the run's node processes on this machine, from the model (`module`, the
+    shared network the launcher built to check it; built here if not given), the batch sizes
+    and one node's shard (`shard`); `forked`: the nodes are forked from the fork server rather
+    than spawned."""
     from mcepl.node.batching import activation_bytes_per_sample, micro_batch_size
     from mcepl.node.evaluation import eval_batch_size
-    from mcepl.node.models import build_model
+    from mcepl.node.factory import build_shared_model
 
-    module = build_model(cfg.model.name, shard.input_shape, shard.num_classes,
-                         seed=cfg.run.seed, weight_init=cfg.model.weight_init,
-                         logit_elu=cfg.model.logit_elu)
+    if module is None:
+        module = build_shared_model(cfg, shard).module
     params = sum(p.numel() for p in module.parameters())
     act = activation_bytes_per_sample(module, shard.input_shape)
     algo = _algorithm_params(cfg)
