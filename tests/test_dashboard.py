@@ -452,19 +452,18 @@ def test_dashboard_command_serves_until_interrupted(finished_run: Path) -> None:
         assert line.startswith("dashboard: http://127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1].strip(" /\n"))
         deadline = time.monotonic() + 20
-        while True:
+        while True:  # the records, then the status from summary.json (read after them)
             snap = json.loads(http_get(port, "/api/snapshot")[2])
-            if len(snap["runs"].get("0", {}).get("records", [])) == 16:
+            run = snap["runs"].get("0", {})
+            if len(run.get("records", [])) == 16 and run.get("status") == "finished: ok":
                 break
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, run.get("status")
             time.sleep(0.1)
-        assert snap["runs"]["0"]["status"] == "finished: ok"
     finally:
         proc.send_signal(2)
         assert proc.wait(20) == 0
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels")  # the report of a run without records
 def test_collect_serves_a_dashboard_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mcepl.topology import save_topology
 

@@ -160,7 +160,8 @@ def test_bad_messages_are_dropped_and_counted(two_nodes) -> None:
     assert d.get("unbound") == 2
     assert d.get("config_mismatch") == 1
     assert d.get("unknown_sender") == 1
-    assert d.get("duplicate", 0) + d.get("stale", 0) == 1 + cfg.run.rounds
+    # the replay after the last round may arrive once the node has finished (then uncounted)
+    assert cfg.run.rounds <= d.get("duplicate", 0) + d.get("stale", 0) <= 1 + cfg.run.rounds
     assert d.get("too_far_ahead") == 1
     # the records say it too, by reason (the dashboard's table)
     last = published[-1]
