@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mcepl.config import Config, ConfigError, config_from_dict, dump_toml, load_config
-from mcepl.node.algorithms.mcepl import MaskParams
+from mcepl.node.algorithms.mcepl import IndMaskParams, MaskParams
 
 
 def _write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
@@ -205,10 +205,10 @@ def test_switching_algorithm_resets_params() -> None:
                                           "init_neighbor_masks": "shared-random"}})
     switched = cfg.with_overrides(algorithm={"name": "ind-mask"})
     assert switched.algorithm.name == "ind-mask"
-    assert switched.algorithm.params == MaskParams()
+    assert switched.algorithm.params == IndMaskParams()
     # keys given together with the new name apply on top of the new defaults
     with_lr = cfg.with_overrides(algorithm={"name": "ind-mask", "lr": 0.25})
-    assert with_lr.algorithm.params == dataclasses.replace(MaskParams(), lr=0.25)
+    assert with_lr.algorithm.params == dataclasses.replace(IndMaskParams(), lr=0.25)
     # the same name is not a switch: params are kept
     same = cfg.with_overrides(algorithm={"name": "mcepl"})
     assert same.algorithm.params == cfg.algorithm.params

@@ -32,9 +32,10 @@ from mcepl.protocol.payload import Payload
 
 @dataclass
 class WeiPruParams(WeightParams):
-    """Paper lr 0.001 (Table II)."""
+    """lr: the rate the validation search chose on Fashion-MNIST for all three (results/table2:
+    0.1 of 0.1, 0.01, 0.001); the paper's CIFAR-10 choice is 0.001 (Table II)."""
 
-    lr: float = 0.001
+    lr: float = 0.1
 
 
 @register_algorithm
