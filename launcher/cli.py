@@ -174,7 +174,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from mcepl.node.factory import default_run_id
-    from mcepl.topology.keys import KeyFileError, check_collector_key, load_secret_key
+    from mcepl.topology.keys import (
+        KeyFileError,
+        check_collector_key,
+        check_key_choice,
+        load_secret_key,
+    )
 
     from .collector import CollectorKeys, collect_run
 
@@ -184,15 +189,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     except (ConfigError, TopologyError) as exc:
         return _error(exc)
     try:
-        if args.insecure and (args.key is not None or topo.secure):
-            raise KeyFileError("--insecure, but " + ("--key was given" if args.key is not None
-                                                     else f"{args.topology} has CURVE public "
-                                                     "keys") + ": run with keys or without both")
-        if args.key is None and not topo.secure and not args.insecure:
-            raise KeyFileError(f"{args.topology} has no CURVE keys: make them (`mcepl topology "
-                               "keys TOPOLOGY -o KEYDIR --update-topology`) and pass --key "
-                               "KEYDIR/collector.key_secret, or pass --insecure to collect "
-                               "plaintext, unauthenticated metrics")
+        check_key_choice(args.topology, topo.secure, args.key, args.insecure,
+                         "collector.key_secret", "collect plaintext, unauthenticated metrics")
         pair = load_secret_key(args.key) if args.key is not None else None
         check_collector_key(topo, pair, args.key)
     except KeyFileError as exc:

@@ -28,7 +28,7 @@ from mcepl.node.runtime import NodeError, NodeRuntime
 from mcepl.node.threads import resolve_threads
 from mcepl.node.transport import CurveConfig, NodeSockets
 from mcepl.topology import Topology, TopologyError, load_topology
-from mcepl.topology.keys import KeyFileError
+from mcepl.topology.keys import KeyFileError, check_key_choice
 from mcepl.userload import UserCodeError
 
 STOP_LINGER_MS = 1000  # a node told to stop waits this long at most for unsent messages
@@ -101,15 +101,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.insecure and (args.key is not None or topo.secure):
-            raise KeyFileError("--insecure, but " + ("--key was given" if args.key is not None
-                                                     else f"{args.topology} has CURVE public "
-                                                     "keys") + ": run with keys or without both")
-        if args.key is None and not topo.secure and not args.insecure:
-            raise KeyFileError(f"{args.topology} has no CURVE keys: make them (`mcepl topology "
-                               "keys TOPOLOGY -o KEYDIR --update-topology`) and pass --key "
-                               f"KEYDIR/node-{args.id}.key_secret, or pass --insecure to run "
-                               "plaintext and unauthenticated")
+        check_key_choice(args.topology, topo.secure, args.key, args.insecure,
+                         f"node-{args.id}.key_secret", "run plaintext and unauthenticated")
         curve = CurveConfig.for_node(topo, args.id, args.key)
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

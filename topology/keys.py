@@ -186,6 +186,22 @@ def generate_keys(topo: Topology, keydir: str | Path, *, per_node_dirs: bool = F
     return with_public_keys(topo, publics, col.public)
 
 
+def check_key_choice(topology_file: object, secure_topology: bool, key: object | None,
+                     insecure: bool, secret_name: str, plaintext: str) -> None:
+    """`mcepl node` / `mcepl collect`: keys, or an explicit --insecure, never both nor neither.
+
+    `secret_name` is the key file the user should pass (e.g. ``node-3.key_secret``),
+    `plaintext` what --insecure would mean (``run plaintext and unauthenticated``)."""
+    if insecure and (key is not None or secure_topology):
+        raise KeyFileError("--insecure, but " + ("--key was given" if key is not None
+                                                 else f"{topology_file} has CURVE public "
+                                                 "keys") + ": run with keys or without both")
+    if key is None and not secure_topology and not insecure:
+        raise KeyFileError(f"{topology_file} has no CURVE keys: make them (`mcepl topology "
+                           "keys TOPOLOGY -o KEYDIR --update-topology`) and pass --key "
+                           f"KEYDIR/{secret_name}, or pass --insecure to {plaintext}")
+
+
 def check_node_key(topo: Topology, node_id: int, keys: KeyPair | None, key_path: str | None
                    ) -> None:
     """The node's key and the topology agree: both secure or both plain, same public key."""
