@@ -18,14 +18,6 @@ from .plan import ExperimentError, Options, Plan, build_plan, fingerprint, lr_te
 from .presets import PRESETS
 from .runner import Scheduler, Terminated, install_sigterm
 
-
-def write_results(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """results.write_results, imported when used: matplotlib stays out of every other `mcepl`
-    command (a node process, `mcepl --help`)."""
-    from .results import write_results as write
-
-    return write(*args, **kwargs)
-
 __all__ = ["PRESETS", "ExperimentError", "Options", "Plan", "build_plan", "describe",
            "run_experiment"]
 
@@ -106,6 +98,10 @@ def run_experiment(opts: Options, command: str, *, plan_only: bool = False,
     if results_only and not (opts.out / STATE_FILE).exists():
         raise ExperimentError(f"--results-only: {opts.out} holds no experiment ({STATE_FILE})")
     check_state(plan, command)
+    # imported here, not at the top: matplotlib stays out of every other `mcepl` command
+    # (a node process, `mcepl --help`; tests/test_layers.py checks it)
+    from .results import write_results
+
     code = 0
     if not results_only:
         preflight(plan)
